@@ -1,0 +1,5 @@
+"""Plain step-by-step torch implementations of SPEC §1: the oracle of every test and the CPU
+fallback of last resort. Obviously correct, not fast."""
+from .scans import adam_scan, momentum_scan, sqrt0
+
+__all__ = ["momentum_scan", "adam_scan", "sqrt0"]

@@ -1,0 +1,65 @@
+"""Step-by-step references for the input dynamics of SPEC §1.2 on [B, T, C] tensors.
+
+These are the oracles of the scan kernels: one Python step per time step, reading like the equations.
+State is carried in fp32 (fp64 when the input is fp64, for gradcheck); outputs are cast back to u's dtype.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..schedules import restart_momentum
+
+
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(u.dtype, torch.float32)
+
+
+def _initial(state, u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    B, _, C = u.shape
+    if state is None:
+        return u.new_zeros(B, C, dtype=dtype)
+    return state.to(dtype)
+
+
+def momentum_scan(u, mu, s, v0=None, *, restart=None, step_offset=0):
+    """v_t = μ_t v_{t-1} + s u_t, with μ_t = mu, or the restart schedule (t mod F)/((t mod F)+3) when
+    `restart` = F is given (t = step_offset + local step). Returns (v [B,T,C], v_T [B,C] fp32)."""
+    dtype = _compute_dtype(u)
+    v = _initial(v0, u, dtype)
+    out = []
+    for t in range(u.shape[1]):
+        lam = mu if restart is None else restart_momentum(step_offset + t, restart)
+        v = lam * v + s * u[:, t].to(dtype)
+        out.append(v)
+    return _stack(out, u), v
+
+
+def adam_scan(u, mu, s, beta, eps, v0=None, m0=None):
+    """SPEC §1.2 Adam (RMSProp is mu = 0): v_t = μ v_{t-1} + s u_t; m_t = β m_{t-1} + (1-β) u_t²;
+    a_t = v_t / (√m_t + ε) (paper eq. 15). Returns (a [B,T,C], v_T, m_T) with fp32 states."""
+    dtype = _compute_dtype(u)
+    v = _initial(v0, u, dtype)
+    m = _initial(m0, u, dtype)
+    out = []
+    for t in range(u.shape[1]):
+        ut = u[:, t].to(dtype)
+        v = mu * v + s * ut
+        m = beta * m + (1.0 - beta) * ut * ut
+        out.append(v / (sqrt0(m) + eps))
+    return _stack(out, u), v, m
+
+
+def sqrt0(m: torch.Tensor) -> torch.Tensor:
+    """√m whose derivative at m = 0 is taken as 0 instead of ∞.
+
+    At m = 0 (zero input with zero history, e.g. bias=False on a blank pixel) a = v/(√m+ε) behaves like
+    |u| and has no derivative; autograd's ∞·0 would give NaN. We take the subgradient 0, and the kernels
+    do the same (SPEC §1.2 Adam/RMSProp; the reference code avoids it with sqrt(m + 1e-16))."""
+    positive = m > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, m, torch.ones_like(m))), torch.zeros_like(m))
+
+
+def _stack(steps, u):
+    if not steps:
+        return u.new_empty(u.shape)
+    return torch.stack(steps, dim=1).to(u.dtype)
