@@ -1,0 +1,64 @@
+"""Long-format CSV rows for every measurement (one row per provider × shape × mode), with the environment
+that produced them, so that tables and plots are always redrawn from files a real run wrote."""
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import platform
+import subprocess
+
+import torch
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+FIELDS = ["timestamp", "commit", "device", "torch", "triton", "suite", "model", "provider", "mode",
+          "dtype", "batch", "seq_len", "input_size", "hidden_size", "iters", "warmup",
+          "p20_ms", "p50_ms", "p80_ms", "p20_us_per_sample", "p50_us_per_sample", "p80_us_per_sample",
+          "first_call_ms", "peak_mem_mb", "note"]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def environment(device: torch.device) -> dict:
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "absent"
+    return {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": commit(), "device": device_name(device), "torch": torch.__version__, "triton": triton_version}
+
+
+def append_rows(path: str, rows) -> None:
+    """Append rows (dicts with FIELDS keys) to a CSV, writing the header for a new file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in FIELDS})
+
+
+def read_rows(path: str):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,1 @@
+"""Drop-in modules (SPEC §1.5)."""
