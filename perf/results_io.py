@@ -6,6 +6,7 @@ import csv
 import datetime
 import os
 import platform
+import re
 import subprocess
 
 import torch
@@ -45,6 +46,13 @@ def environment(device: torch.device) -> dict:
         triton_version = "absent"
     return {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit(), "device": device_name(device), "torch": torch.__version__, "triton": triton_version}
+
+
+def result_path(out_dir: str, suite: str, env: dict, ext: str = "csv") -> str:
+    """perf/results/<suite>-<device>-<UTC time>.<ext>: one file per run, named after what produced it."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()[:40]
+    return os.path.join(out_dir, f"{suite}-{slug}-{stamp}.{ext}")
 
 
 def append_rows(path: str, rows) -> None:

@@ -1,0 +1,246 @@
+"""The MomentumRNN paper's timing table (SPEC §3), measured with its peers in one run.
+
+Shape: pixel-by-pixel MNIST — batch 128, T = 784, input 1, hidden 256, one layer, Linear(256→10) on the last h,
+cross-entropy, RMSprop(lr 1e-3, alpha 0.9). Training μs/sample = forward + backward + optimizer step;
+evaluation μs/sample = forward under no_grad. Every provider is measured in the same process on the same data:
+  tritonrnn:<backend>  the drop-in module with that backend (triton on CUDA; torch on any device),
+  torch.nn            torch.nn.LSTM / nn.RNN (cuDNN on GPU, the native kernels on CPU) — the plain-core peer,
+  eager               the reference cell: a Python loop of torch ops, as the papers' code,
+  compiled            torch.compile of that cell's step, looped in Python.
+Run: `python -m tritonrnn.perf.papers_table [--models ...] [--providers ...] [--iters N]` or `python -m tritonrnn bench`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch import nn
+
+from .results_io import RESULTS_DIR, append_rows, environment, result_path
+from .timing import measure
+
+# (module class name, reference core, reference dynamics)
+MODELS = {
+    "LSTM": ("lstm", "plain"), "MomentumLSTM": ("lstm", "momentum"), "AdamLSTM": ("lstm", "adam"),
+    "RMSPropLSTM": ("lstm", "rmsprop"), "SRLSTM": ("lstm", "restart"), "NesterovLSTM": ("lstm", "nesterov"),
+    "RNN": ("rnn_tanh", "plain"), "MomentumRNN": ("rnn_tanh", "momentum"), "AdamRNN": ("rnn_tanh", "adam"),
+    "RMSPropRNN": ("rnn_tanh", "rmsprop"), "SRRNN": ("rnn_tanh", "restart"),
+}
+# The paper's published figures (training, evaluation) in μs/sample, on an older GPU: orientation only.
+PUBLISHED = {"LSTM": (6.18, 2.52), "MomentumLSTM": (7.43, 3.16), "AdamLSTM": (10.34, 4.07),
+             "RMSPropLSTM": (9.94, 3.96), "SRLSTM": (8.34, 3.16)}
+PAPER_SHAPE = dict(batch=128, seq_len=784, input_size=1, hidden_size=256, classes=10)
+
+
+class Classifier(nn.Module):
+    """An RNN body and Linear(H→classes) on the last output step, as in the paper's pixel-MNIST model."""
+
+    def __init__(self, body: nn.Module, hidden_size: int, classes: int):
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(hidden_size, classes)
+
+    def forward(self, x):
+        out = self.body(x)[0]
+        return self.head(out[-1])
+
+
+class ReferenceBody(nn.Module):
+    """The eager reference cell over the parameters of a tritonrnn module (same weights, same math)."""
+
+    def __init__(self, module: nn.Module, core: str, dynamics: str, step=None):
+        super().__init__()
+        self.module, self.core, self.dynamics, self.step = module, core, dynamics, step
+
+    def forward(self, x):
+        from tritonrnn.reference import recurrent_layer
+
+        p = dict(self.module.named_parameters())
+        hyper = {k: getattr(self.module, k) for k in ("mu", "s", "beta", "eps", "restart") if hasattr(self.module, k)}
+        kwargs = {} if self.step is None else {"step_fn": self.step}
+        return recurrent_layer(x, p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"),
+                               core=self.core, dynamics=self.dynamics, **hyper, **kwargs)
+
+
+def build(model_name: str, provider: str, shape: dict, device, dtype):
+    """A Classifier for (model, provider), or a string saying why the pair is not measured."""
+    import tritonrnn
+
+    core, dynamics = MODELS[model_name]
+    H = shape["hidden_size"]
+    torch.manual_seed(0)
+    if provider == "torch.nn":
+        if dynamics != "plain":
+            return "torch.nn has no momentum cells"
+        body = nn.LSTM(shape["input_size"], H) if core == "lstm" else nn.RNN(shape["input_size"], H)
+    elif provider.startswith("tritonrnn:"):
+        backend = provider.split(":", 1)[1]
+        if backend == "triton" and torch.device(device).type != "cuda":
+            return "the Triton backend runs on CUDA (on CPU only under the interpreter, which is not timed)"
+        body = getattr(tritonrnn, model_name)(shape["input_size"], H, backend=backend)
+    elif provider in ("eager", "compiled"):
+        module = getattr(tritonrnn, model_name)(shape["input_size"], H, backend="torch")
+        step = None
+        if provider == "compiled":
+            from tritonrnn.reference import cell_step
+            step = torch.compile(cell_step, dynamic=False)
+        body = ReferenceBody(module, core, dynamics, step)
+    else:
+        raise ValueError(f"unknown provider {provider!r}")
+    return Classifier(body, H, shape["classes"]).to(device=device, dtype=dtype)
+
+
+def iteration_fns(model: nn.Module, shape: dict, device, dtype):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(shape["seq_len"], shape["batch"], shape["input_size"], generator=g).to(device, dtype)
+    y = torch.randint(0, shape["classes"], (shape["batch"],), generator=g).to(device)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x).float(), y).backward()
+        opt.step()
+
+    @torch.no_grad()
+    def evaluate():
+        model(x)
+
+    return {"train": train, "eval": evaluate}
+
+
+def measure_pair(model_name, provider, shape, *, device, dtype, iters, warmup, env, suite, log=print, tag=""):
+    """Train and eval rows (long-format CSV dicts) for one model × provider × shape; [] when skipped."""
+    built = build(model_name, provider, shape, device, dtype)
+    if isinstance(built, str):
+        log(f"{tag} {model_name:13s} {provider:17s} skipped: {built}")
+        return []
+    rows = []
+    for mode, fn in iteration_fns(built, shape, device, dtype).items():
+        timing = measure(fn, device, warmup=warmup, iters=iters)
+        us = timing.per_sample_us(shape["batch"])
+        rows.append(dict(env, suite=suite, model=model_name, provider=provider, mode=mode,
+                         dtype=str(dtype).replace("torch.", ""), batch=shape["batch"], seq_len=shape["seq_len"],
+                         input_size=shape["input_size"], hidden_size=shape["hidden_size"], iters=iters, warmup=warmup,
+                         p20_ms=f"{timing.p20_ms:.4f}", p50_ms=f"{timing.p50_ms:.4f}", p80_ms=f"{timing.p80_ms:.4f}",
+                         p20_us_per_sample=f"{us['p20']:.3f}", p50_us_per_sample=f"{us['p50']:.3f}",
+                         p80_us_per_sample=f"{us['p80']:.3f}", first_call_ms=f"{timing.first_call_ms:.1f}",
+                         peak_mem_mb=f"{timing.peak_mem_mb:.1f}"))
+        log(f"{tag} {model_name:13s} {provider:17s} {mode:5s} p50 {us['p50']:9.2f} μs/sample "
+            f"(p20 {us['p20']:.2f}, p80 {us['p80']:.2f}; first call {timing.first_call_ms:.0f} ms)")
+    del built
+    return rows
+
+
+def default_providers(device) -> list:
+    device = torch.device(device)
+    base = ["tritonrnn:torch", "torch.nn", "eager", "compiled"]
+    return (["tritonrnn:triton"] + base) if device.type == "cuda" else base
+
+
+def run(models, providers, *, device, dtype=torch.float32, shape=None, iters=None, warmup=None, out_dir=RESULTS_DIR,
+        log=print):
+    device = torch.device(device)
+    shape = dict(PAPER_SHAPE, **(shape or {}))
+    on_gpu = device.type == "cuda"
+    iters = iters or (50 if on_gpu else 3)       # SPEC §3: ≥ 50 timed, ≥ 10 warm-up on GPU
+    warmup = warmup or (10 if on_gpu else 1)
+    env = environment(device)
+    csv_path = result_path(out_dir, "papers_table", env)
+    log(f"papers' table on {env['device']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']}); "
+        f"{iters} timed iterations after {warmup} warm-up{'' if on_gpu else ' (CPU: fewer than the GPU protocol)'}")
+    rows, jobs = [], [(m, p) for m in models for p in providers]
+    for n, (model_name, provider) in enumerate(jobs, 1):
+        got = measure_pair(model_name, provider, shape, device=device, dtype=dtype, iters=iters, warmup=warmup,
+                           env=env, suite="papers_table", log=log, tag=f"[{n}/{len(jobs)}]")
+        rows.extend(got)
+        append_rows(csv_path, got)
+    md_path = csv_path[:-4] + ".md"
+    with open(md_path, "w") as f:
+        f.write(markdown_table(rows, providers, env, iters, warmup, shape))
+    png_path = csv_path[:-4] + ".png"
+    if not bar_chart(rows, png_path, env):
+        png_path = None
+    return csv_path, md_path, png_path
+
+
+def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
+    lines = [f"# Papers' table — {env['device']}", "",
+             f"torch {env['torch']}, triton {env['triton']}, commit {env['commit']}, {env['timestamp']}; "
+             f"batch {shape['batch']}, T {shape['seq_len']}, input {shape['input_size']}, hidden {shape['hidden_size']}; "
+             f"median (p50) of {iters} timed iterations after {warmup} warm-up, μs/sample, training / evaluation.", "",
+             "| model | " + " | ".join(providers) + " | paper (older GPU) |",
+             "|---|" + "---|" * (len(providers) + 1)]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for model in models:
+        cells = []
+        for provider in providers:
+            got = {r["mode"]: float(r["p50_us_per_sample"]) for r in rows if r["model"] == model and r["provider"] == provider}
+            cells.append(f"{got['train']:.2f} / {got['eval']:.2f}" if {"train", "eval"} <= set(got) else "—")
+        pub = PUBLISHED.get(model)
+        cells.append(f"{pub[0]} / {pub[1]}" if pub else "—")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "— : not measured (torch.nn has no momentum cells; the Triton backend is timed on CUDA only)."]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows, path, env) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    providers = list(dict.fromkeys(r["provider"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / max(len(providers), 1)
+    for ax, mode in zip(axes, ("train", "eval")):
+        for k, provider in enumerate(providers):
+            xs, ys = [], []
+            for i, model in enumerate(models):
+                for r in rows:
+                    if r["model"] == model and r["provider"] == provider and r["mode"] == mode:
+                        xs.append(i + k * width)
+                        ys.append(float(r["p50_us_per_sample"]))
+            ax.bar(xs, ys, width, label=provider)
+        ax.set_xticks([i + width * (len(providers) - 1) / 2 for i in range(len(models))], models, rotation=30)
+        ax.set_ylabel("μs / sample (p50)")
+        ax.set_yscale("log")
+        ax.set_title(f"{mode} — {env['device']}")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tritonrnn bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
+    parser.add_argument("--providers", default=None, help="comma-separated (default: all that run on the device)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 50 on GPU, 3 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 10 on GPU, 1 on CPU)")
+    parser.add_argument("--batch", type=int, default=PAPER_SHAPE["batch"])
+    parser.add_argument("--seq-len", type=int, default=PAPER_SHAPE["seq_len"])
+    parser.add_argument("--hidden-size", type=int, default=PAPER_SHAPE["hidden_size"])
+    parser.add_argument("--out-dir", default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
+    providers = default_providers(args.device) if args.providers is None else [p.strip() for p in args.providers.split(",")]
+    shape = dict(batch=args.batch, seq_len=args.seq_len, hidden_size=args.hidden_size)
+    csv_path, md_path, png_path = run(models, providers, device=args.device, dtype=getattr(torch, args.dtype),
+                                      shape=shape, iters=args.iters, warmup=args.warmup, out_dir=args.out_dir)
+    print(open(md_path).read())
+    print(f"wrote {csv_path}\n      {md_path}" + (f"\n      {png_path}" if png_path else " (no PNG: matplotlib missing)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

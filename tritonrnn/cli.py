@@ -1,0 +1,224 @@
+"""The command line: `python -m tritonrnn [train|bench|check] ...` (no subcommand: `train` with its defaults).
+
+- train: trains each cell on the same data stream of a long-term dependency task with the same optimizer,
+  prints a comparison table (final loss and metric, steps to a threshold, μs/sample) and saves the learning
+  curves as CSV and PNG. The default run finishes in about three minutes on a 2-core CPU.
+- bench: the papers' μs/sample table (tritonrnn.perf.papers_table) on the available device.
+- check: the kernels against the reference on this machine (Triton's interpreter on CPU, the compiled
+  kernels on a GPU) with a one-screen verdict (tritonrnn.selfcheck).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+
+# Names on the command line → module classes (SPEC §1.2 families).
+CELLS = {
+    "lstm": "LSTM", "momentum_lstm": "MomentumLSTM", "sr_lstm": "SRLSTM", "adam_lstm": "AdamLSTM",
+    "rmsprop_lstm": "RMSPropLSTM", "nesterov_lstm": "NesterovLSTM",
+    "rnn": "RNN", "momentum_rnn": "MomentumRNN", "sr_rnn": "SRRNN", "adam_rnn": "AdamRNN", "rmsprop_rnn": "RMSPropRNN",
+}
+OPTIMIZERS = ("rmsprop", "adam", "srsgd", "nag", "frank_wolfe")
+DEFAULT_LR = {"rmsprop": 1e-3, "adam": 1e-3, "srsgd": 0.05, "nag": 0.01, "frank_wolfe": 1e-3}
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="train cells on a long-term dependency task and compare them")
+    p.add_argument("--task", default="adding", help="adding | multiplication | copying | memorization | digits | permuted_digits")
+    p.add_argument("--cells", default="lstm,momentum_lstm,sr_lstm,adam_lstm,rmsprop_lstm",
+                   help="comma-separated, from: " + ", ".join(CELLS))
+    p.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default per optimizer)")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--seq-len", type=int, default=60, help="sequence length for the synthetic tasks")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="metric level for 'steps to threshold' (default: half of chance MSE, or 2× chance accuracy)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/train-<task>-<time>)")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m tritonrnn", description="tritonrnn: momentum-family RNN kernels")
+    sub = parser.add_subparsers(dest="command")
+    _train_parser(sub)
+    b = sub.add_parser("bench", help="the papers' μs/sample table on the available device", add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    c = sub.add_parser("check", help="self-check the kernels against the reference on this machine")
+    c.add_argument("--quick", action="store_true", help="fewer cases")
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["train", *argv]
+    if argv and argv[0] == "bench":
+        from .perf.papers_table import main as bench_main
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        from .selfcheck import main as check_main
+        return check_main(quick=args.quick)
+    if args.command == "train":
+        return train(args)
+    build_parser().print_help()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+def _make_optimizer(name, params, lr):
+    import torch
+
+    from . import optim
+
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.9)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "srsgd":
+        return optim.SRSGD(params, lr=lr, restart=[(200, 10), (10**9, 20)])
+    if name == "nag":
+        return optim.NAG(params, lr=lr, momentum=0.99, schedule="sutskever")
+    return optim.FrankWolfe(params, lr=lr, radius=0.1, inner_steps=1)
+
+
+def _progress(prefix, done, total, extra=""):
+    width = 28
+    filled = int(width * done / max(total, 1))
+    sys.stdout.write(f"\r{prefix} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {extra}   ")
+    sys.stdout.flush()
+    if done == total:
+        sys.stdout.write("\n")
+
+
+def train(args) -> int:
+    import torch
+    from torch import nn
+
+    import tritonrnn
+
+    from .tasks import make_task
+
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        raise SystemExit(f"--cells: unknown {unknown}; choose from {list(CELLS)}")
+    for name, value in (("--steps", args.steps), ("--batch", args.batch), ("--hidden", args.hidden),
+                        ("--eval-every", args.eval_every), ("--seq-len", args.seq_len)):
+        if value < 1:
+            raise SystemExit(f"{name} must be >= 1, got {value}")
+    device = torch.device(args.device)
+    synthetic = args.task in ("adding", "multiplication", "memorization", "memorisation")
+    task_kwargs = {"seq_len": args.seq_len} if synthetic else {}
+    if args.task == "copying":
+        task_kwargs = {"delay": args.seq_len}
+    task = make_task(args.task, device=device, **task_kwargs)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    if args.threshold is not None:
+        threshold = args.threshold
+    else:
+        threshold = task.chance / 2 if not task.higher_is_better else min(1.0, 2 * task.chance)
+    better = (lambda m: m >= threshold) if task.higher_is_better else (lambda m: m <= threshold)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out or os.path.join("runs", f"train-{args.task}-{stamp}")
+    os.makedirs(out_dir, exist_ok=True)
+
+    eval_x, eval_y = task.sample(256 if synthetic or args.task == "copying" else 256, generator=args.seed + 10_000)
+    print(f"task {args.task}: input {task.input_size}, output {task.output_size}, T = {task.seq_len}; "
+          f"{task.metric_name} at chance = {task.chance:.4f}; threshold {threshold:.4f}")
+    print(f"optimizer {args.optimizer} (lr {lr}), {args.steps} steps of batch {args.batch}, hidden {args.hidden}, "
+          f"device {device}, backend {args.backend}")
+    curves, summary = [], []
+    for cell in cells:
+        torch.manual_seed(args.seed)
+        body = getattr(tritonrnn, CELLS[cell])(task.input_size, args.hidden, backend=args.backend)
+        head = nn.Linear(args.hidden, task.output_size)
+        model = nn.ModuleDict({"body": body, "head": head}).to(device)
+
+        def predict(x):
+            return model["head"](task.readout(model["body"](x)[0]))
+
+        opt = _make_optimizer(args.optimizer, model.parameters(), lr)
+        g = torch.Generator().manual_seed(args.seed)   # the same data stream for every cell
+        reached, train_time, loss = None, 0.0, float("nan")
+        for step in range(1, args.steps + 1):
+            x, y = task.sample(args.batch, generator=g)
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss_t = task.loss(predict(x), y)
+            loss_t.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_time += time.perf_counter() - t0
+            loss = float(loss_t)
+            if step % args.eval_every == 0 or step == args.steps:
+                with torch.no_grad():
+                    metric = task.metric(predict(eval_x), eval_y)
+                curves.append({"cell": cell, "step": step, "train_loss": loss, task.metric_name: metric})
+                if reached is None and better(metric):
+                    reached = step
+                _progress(f"{cell:13s}", step, args.steps, f"loss {loss:.4f} {task.metric_name} {metric:.4f}")
+        summary.append({"cell": cell, "loss": loss, "metric": curves[-1][task.metric_name], "reached": reached,
+                        "us_per_sample": train_time / (args.steps * args.batch) * 1e6})
+
+    _write_curves(os.path.join(out_dir, "curves.csv"), curves, task.metric_name)
+    print()
+    print(f"| cell | final train loss | eval {task.metric_name} | steps to {threshold:.4f} | train μs/sample |")
+    print("|---|---|---|---|---|")
+    for s in summary:
+        reached = s["reached"] if s["reached"] is not None else f"> {args.steps}"
+        print(f"| {s['cell']} | {s['loss']:.4f} | {s['metric']:.4f} | {reached} | {s['us_per_sample']:.1f} |")
+    print(f"(chance {task.metric_name} {task.chance:.4f}; {device}, backend {args.backend})")
+    print(f"curves: {os.path.join(out_dir, 'curves.csv')}")
+    if not args.no_plot:
+        png = _plot(out_dir, curves, task, threshold)
+        print(f"plot:   {png}" if png else "plot:   skipped (pip install matplotlib)")
+    return 0
+
+
+def _write_curves(path, curves, metric_name):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["cell", "step", "train_loss", metric_name])
+        writer.writeheader()
+        writer.writerows(curves)
+
+
+def _plot(out_dir, curves, task, threshold):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for cell in dict.fromkeys(c["cell"] for c in curves):
+        pts = [c for c in curves if c["cell"] == cell]
+        axes[0].plot([p["step"] for p in pts], [p["train_loss"] for p in pts], label=cell)
+        axes[1].plot([p["step"] for p in pts], [p[task.metric_name] for p in pts], label=cell)
+    axes[0].set_ylabel("train loss")
+    axes[1].set_ylabel(f"eval {task.metric_name}")
+    axes[1].axhline(task.chance, color="grey", ls=":", label="chance")
+    axes[1].axhline(threshold, color="grey", ls="--", label="threshold")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_yscale("log" if task.kind == "regression" else "linear")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{task.name}, T = {task.seq_len}")
+    fig.tight_layout()
+    path = os.path.join(out_dir, "curves.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
