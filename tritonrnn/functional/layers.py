@@ -1,0 +1,429 @@
+"""One recurrent layer, one direction, of SPEC §1: the functional core of every tritonrnn.nn module.
+
+    lstm_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *, dynamics="plain",
+               mu=None, s=None, beta=None, eps=None, restart=None, h0=None, c0=None, state=None,
+               step_offset=0, lengths=None, reverse=False, backend="auto") -> (output, h_T, c_T, state_T)
+    rnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, nonlinearity="tanh", ...)
+        -> (output, h_T, state_T)
+
+x is [B, T, in] in logical order with any strides, the convention of tritonrnn.functional (a transposed
+time-major tensor, as the modules pass, is read in place); the output [B, T, P] is a transposed view of
+time-major memory, so `output.transpose(0, 1)` is contiguous. Hyper-parameters left None take
+the family's SPEC §1.2 defaults (DEFAULTS); the ones a family does not read must stay None.
+`state` maps the family's state names (reference.STATE_NAMES: "v" momentum, "m" second moment, "a"
+Nesterov) to [B, G·H] tensors in the state dtype (fp32; fp64 for fp64 input); missing names start at
+zero. `state_T` holds all of them after the last step. `step_offset` is the global index of the first
+step (restart schedules, SPEC §1.2), for truncated-BPTT continuation.
+`lengths` (int [B], values in 1..T) makes row b stop after lengths[b] steps, as a PackedSequence does:
+its output is zero beyond, its final states are those of its own last step. `reverse=True` runs each row
+backwards over its own valid steps (the reverse direction of a bidirectional module, SPEC §1.5); the
+output is returned in forward time.
+
+Paths (data flow module → functional → kernels):
+- backend "torch", families plain / momentum / restart: the commuted form of SPEC §1.4. The scan runs on
+  the raw input plus a bias channel c_t (width in+1), then torch's native LSTM/RNN (oneDNN on CPU, cuDNN on
+  GPU) runs with W' = [W_ih, b_ih] and b_ih := 0, so a MomentumLSTM costs about what nn.LSTM does.
+  A carried v_0 enters the same native call exactly through B more channels: v_t gains Λ_t v_0 with
+  Λ_t = Π_{k≤t} μ_k, i.e. input channel b of row b is Λ_t and the weight columns are v_0ᵀ (an input
+  projection B/H times the recurrent one's cost; nothing is added when no v_0 is passed).
+- otherwise (the Triton backend, and Adam / RMSProp / Nesterov on torch): per time segment, the input
+  dynamics via tritonrnn.functional.scan, then the recurrence via tritonrnn.functional.recurrence
+  (NesterovLSTM, whose momentum holds the recurrent term, SPEC §1.3, through nesterov_lstm_recurrence).
+  Momentum / restart scan the raw input plus the bias channel there too and project afterwards; the
+  others scan u = x W_ihᵀ + b_ih, one GEMM over all steps. The recurrence API has no projection, so
+  proj_size > 0 outside the native path runs the torch loops at the end of this file.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import _VF
+
+from .._backend import resolve_backend
+from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
+from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES
+from ..schedules import restart_momentum
+from . import recurrence as _recurrence
+from . import scan as _scan
+
+__all__ = ["lstm_layer", "rnn_layer", "check_hyper", "DEFAULTS", "STATE_NAMES"]
+
+# SPEC §1.2 table, "defaults (reference recipes)"; the modules read their keyword defaults from here.
+DEFAULTS = {
+    "plain": {},
+    "momentum": {"mu": 0.6, "s": 0.6},
+    "restart": {"s": 0.6, "restart": 2},
+    "adam": {"mu": 0.6, "s": 0.6, "beta": 0.1, "eps": 1e-8},
+    "rmsprop": {"s": 0.6, "beta": 0.9, "eps": 1e-8},
+    "nesterov": {"s": 1.0, "restart": 2},
+}
+
+_DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 (torch backend) exists for gradcheck
+_NATIVE = {"lstm": _VF.lstm, "rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu}
+
+
+def check_hyper(dynamics: str, **hyper) -> dict:
+    """Fill a family's SPEC §1.2 defaults and validate: mu, beta in [0, 1), eps > 0, restart an int >= 1.
+    A hyper-parameter the family does not read must be None (passing one is a mistake worth reporting)."""
+    if dynamics not in DYNAMICS:
+        raise ValueError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+    out = {}
+    for name, value in hyper.items():
+        if name not in HYPER_NAMES[dynamics]:
+            if value is not None:
+                raise ValueError(f"{name} is not a hyper-parameter of dynamics={dynamics!r} "
+                                 f"(it takes {HYPER_NAMES[dynamics] or 'none'})")
+            continue
+        value = DEFAULTS[dynamics][name] if value is None else value
+        if name in ("mu", "beta"):
+            value = check_float(value, name, low=0.0, high=1.0, high_open=True)
+        elif name == "eps":
+            value = check_float(value, name, low=0.0, low_open=True)
+        elif name == "restart":
+            value = check_int(value, name, low=1)
+        else:
+            value = check_float(value, name)
+        out[name] = value
+    for name in HYPER_NAMES[dynamics]:
+        out.setdefault(name, DEFAULTS[dynamics][name])
+    return out
+
+
+def lstm_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None, *, dynamics="plain",
+               mu=None, s=None, beta=None, eps=None, restart=None, h0=None, c0=None, state=None,
+               step_offset=0, lengths=None, reverse=False, backend="auto"):
+    """One LSTM-family layer (module docstring). Returns (output [B, T, P], h_T [B, P], c_T [B, H],
+    state_T dict), P = weight_hr rows (proj_size) or H."""
+    out, h, c, st = _layer("lstm", x, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, dynamics,
+                           dict(mu=mu, s=s, beta=beta, eps=eps, restart=restart), h0, c0, state, step_offset,
+                           lengths, reverse, backend)
+    return out, h, c, st
+
+
+def rnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, nonlinearity="tanh", dynamics="plain",
+              mu=None, s=None, beta=None, eps=None, restart=None, h0=None, state=None, step_offset=0,
+              lengths=None, reverse=False, backend="auto"):
+    """One RNN-family layer (module docstring). Returns (output [B, T, H], h_T [B, H], state_T dict)."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    if dynamics == "nesterov":
+        raise ValueError("dynamics='nesterov' is defined for the LSTM core only (SPEC §1.3)")
+    out, h, _, st = _layer(f"rnn_{nonlinearity}", x, weight_ih, weight_hh, bias_ih, bias_hh, None, dynamics,
+                           dict(mu=mu, s=s, beta=beta, eps=eps, restart=restart), h0, None, state, step_offset,
+                           lengths, reverse, backend)
+    return out, h, st
+
+
+# ------------------------------------------------------------------------------------------ driver
+def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths,
+           reverse, backend):
+    hyper = check_hyper(dynamics, **hyper)
+    check_tensor(x, "x", ndim=3, dtypes=_DTYPES)
+    x = x.transpose(0, 1)  # the paths below walk time-major views [T, B, in]
+    T, B, n_in = x.shape
+    G = 4 if core == "lstm" else 1
+    dev, dt = x.device, x.dtype
+    check_tensor(w_ih, "weight_ih", ndim=2, dtypes=None, dtype=dt, device=dev)
+    if w_ih.shape[0] % G or w_ih.shape[1] != n_in:
+        raise ValueError(f"weight_ih must have shape ({G}*hidden_size, {n_in}), got {tuple(w_ih.shape)}")
+    H = w_ih.shape[0] // G
+    if w_hr is not None:
+        check_tensor(w_hr, "weight_hr", ndim=2, dtypes=None, dtype=dt, device=dev)
+        if w_hr.shape[1] != H:
+            raise ValueError(f"weight_hr must have shape (proj_size, {H}), got {tuple(w_hr.shape)}")
+    P = H if w_hr is None else w_hr.shape[0]
+    check_shape(check_tensor(w_hh, "weight_hh", ndim=2, dtypes=None, dtype=dt, device=dev), "weight_hh", (G * H, P))
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("bias_ih and bias_hh must both be given or both be None")
+    for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
+        if b is not None:
+            check_shape(check_tensor(b, name, ndim=1, dtypes=None, dtype=dt, device=dev), name, (G * H,))
+    if B == 0:
+        raise ValueError("x has an empty batch (B = 0)")
+    sdt = torch.promote_types(dt, torch.float32)
+    h0 = _check_state(h0, "h0", (B, P), dt, dev)
+    c0 = _check_state(c0, "c0", (B, H), dt, dev) if core == "lstm" else None
+    state = dict(state or {})
+    for name in state:
+        if name not in STATE_NAMES[dynamics]:
+            raise ValueError(f"state has the key {name!r}; dynamics={dynamics!r} carries {STATE_NAMES[dynamics]}")
+        state[name] = _check_state(state[name], f"state[{name!r}]", (B, G * H), sdt, dev)
+    step_offset = check_int(step_offset, "step_offset", low=0)
+    lengths = _check_lengths(lengths, B, T)
+    path = resolve_backend(backend, dev)
+    if path == "triton":
+        missing = _triton_gap(w_hr, dt)
+        if missing and backend == "triton":
+            raise (TypeError if dt == torch.float64 else NotImplementedError)(
+                f"backend='triton' cannot run this layer: {missing}; use backend='torch'")
+        if missing:
+            path = "torch"  # "auto" picks the path that exists
+
+    h0 = torch.zeros(B, P, dtype=dt, device=dev) if h0 is None else h0
+    if core == "lstm" and c0 is None:
+        c0 = torch.zeros(B, H, dtype=dt, device=dev)
+    if T == 0:  # nothing to run: the states come back unchanged (nn.LSTM itself rejects T = 0)
+        final = {n: state[n] if n in state else torch.zeros(B, G * H, dtype=sdt, device=dev)
+                 for n in STATE_NAMES[dynamics]}
+        return x.new_zeros(0, B, P).transpose(0, 1), h0, c0, final
+
+    if reverse:
+        x = _reverse_time(x, lengths)
+    args = (core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths)
+    if path == "torch" and dynamics in ("plain", "momentum", "restart"):
+        out, h, c, final = _native(*args)
+    else:
+        out, h, c, final = _general(*args, path)
+    if reverse:
+        out = _reverse_time(out, lengths)
+    return out.transpose(0, 1), h, c, final
+
+
+def _check_state(t, name, shape, dtype, device):
+    if t is None:
+        return None
+    check_tensor(t, name, ndim=len(shape), dtypes=None, dtype=dtype, device=device)
+    return check_shape(t, name, shape)
+
+
+def _check_lengths(lengths, B, T):
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.shape != (B,):
+        raise ValueError(f"lengths must be an integer tensor of shape ({B},), "
+                         f"got {lengths.dtype} {tuple(lengths.shape)}")
+    lengths = lengths.to("cpu", torch.int64)
+    if B and (lengths.min() < 1 or lengths.max() > T):
+        raise ValueError(f"lengths must lie in [1, {T}], got {lengths.tolist()}")
+    if bool((lengths == T).all()):
+        return None  # every row runs to the end: the dense paths apply
+    return lengths
+
+
+def _reverse_time(x, lengths):
+    """Reverse each row over its own valid steps; padding stays at the end. An involution."""
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T)[:, None]
+    n = lengths[None, :]
+    index = torch.where(t < n, n - 1 - t, t).to(x.device)
+    return x.gather(0, index[:, :, None].expand_as(x))
+
+
+def _last_step(seq, lengths):
+    """seq [T, B, C] -> [B, C] at each row's last valid step."""
+    if lengths is None:
+        return seq[-1]
+    index = (lengths - 1).to(seq.device)[None, :, None].expand(1, seq.shape[1], seq.shape[2])
+    return seq.gather(0, index)[0]
+
+
+# ------------------------------------------------------------------------------------------ torch, commuted
+def _native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
+    """SPEC §1.4 on torch's native cell (module docstring)."""
+    T, B, _ = x.shape
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    weight, drive = w_ih, x
+    if dynamics != "plain":
+        if b_ih is not None:  # the bias channel: c_t = μ_t c_{t-1} + s, scanned with the input
+            drive = torch.cat([x, x.new_ones(T, B, 1)], dim=2)
+            weight = torch.cat([w_ih, b_ih[:, None]], dim=1)
+        mu = hyper.get("mu", 0.0)
+        drive, _ = _scan.momentum_scan(drive.transpose(0, 1), mu, hyper["s"], restart=hyper.get("restart"),
+                                       step_offset=step_offset, backend="torch")
+        drive = drive.transpose(0, 1)
+        # v_T = W' [x̃_T, c_T] (+ Λ_T v_0) at each row's last step, in fp32
+        v_T = _last_step(drive, lengths).to(sdt) @ weight.to(sdt).T
+        if "v" in state:  # Λ_t v_0 through B one-hot channels scaled by Λ_t
+            lam = _decay(dynamics, hyper, step_offset, T, x.dtype, x.device)
+            v_T = v_T + _last_step(lam[:, None, None].expand(T, B, 1), lengths).to(sdt) * state["v"]
+            eye = torch.eye(B, dtype=x.dtype, device=x.device)
+            drive = torch.cat([drive, lam[:, None, None] * eye], dim=2)
+            weight = torch.cat([weight, state["v"].to(x.dtype).T], dim=1)
+    if b_ih is None:
+        weights, has_biases = [weight, w_hh], False
+    else:
+        b_ih_native = b_ih if dynamics == "plain" else torch.zeros_like(b_ih)
+        weights, has_biases = [weight, w_hh, b_ih_native, b_hh], True
+    if w_hr is not None:
+        weights.append(w_hr)
+    drive = drive.contiguous()
+    hx = (h0[None], c0[None]) if core == "lstm" else h0[None]
+    with warnings.catch_warnings():
+        # cuDNN warns that per-call weight lists are not one flattened buffer; they cannot be here.
+        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory.*")
+        if lengths is None:
+            result = _NATIVE[core](drive, hx, weights, has_biases, 1, 0.0, False, False, False)
+            out = result[0]
+        else:
+            packed = torch.nn.utils.rnn.pack_padded_sequence(drive, lengths, enforce_sorted=False)
+            order = packed.sorted_indices.to(x.device)
+            hx = tuple(h.index_select(1, order) for h in hx) if core == "lstm" else hx.index_select(1, order)
+            result = _NATIVE[core](packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, False, False)
+            out_packed = torch.nn.utils.rnn.PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices,
+                                                           packed.unsorted_indices)
+            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, total_length=T)
+            unorder = packed.unsorted_indices.to(x.device)
+            result = (out,) + tuple(r.index_select(1, unorder) for r in result[1:])
+    h = result[1][0]
+    c = result[2][0] if core == "lstm" else None
+    return out, h, c, ({} if dynamics == "plain" else {"v": v_T})
+
+
+def _decay(dynamics, hyper, step0, T, dtype, device):
+    """Λ_t = Π_{k≤t} μ_k over the steps step0 … step0+T-1: what is left of a carried v_0 after step t."""
+    lam, decay = [], 1.0
+    for t in range(T):
+        decay *= hyper["mu"] if dynamics == "momentum" else restart_momentum(step0 + t, hyper["restart"])
+        lam.append(decay)
+    return torch.tensor(lam, dtype=dtype, device=device)
+
+
+# ------------------------------------------------------------------------------------------ general path
+def _triton_gap(w_hr, dtype):
+    """Why the Triton path cannot run a layer ('' when it can)."""
+    if dtype == torch.float64:
+        return "x is float64 (the kernels accumulate in fp32; float64 exists for gradcheck on the torch path)"
+    if w_hr is not None:
+        return "proj_size > 0 has no recurrence kernel"
+    return ""
+
+
+def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths, path):
+    """Per time segment (all rows still running): scan, then recurrence.
+
+    Momentum / restart scan the raw input plus the bias channel (SPEC §1.4: width in+1 instead of G·H) and
+    project afterwards, a = W' x̃ + Λ_t v_0 (the carried state enters through its decay, see _native);
+    the other families take u = x W_ihᵀ + b_ih as one GEMM over all steps and scan it."""
+    T, B, _ = x.shape
+    commuted = dynamics in ("momentum", "restart")
+    if commuted:
+        weight = w_ih if b_ih is None else torch.cat([w_ih, b_ih[:, None]], dim=1)
+        u = x if b_ih is None else torch.cat([x, x.new_ones(T, B, 1)], dim=2)
+    else:
+        u = x @ w_ih.T
+        if b_ih is not None:
+            u = u + b_ih  # SPEC §1.1: b_ih inside the dynamics
+    v_is_zero = "v" not in state  # until the first segment has run
+    names = STATE_NAMES[dynamics]
+    GH = w_ih.shape[0]
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    carry = {"h": h0, **({"c": c0} if core == "lstm" else {})}
+    for n in names:
+        carry[n] = state[n] if n in state else torch.zeros(B, GH, dtype=sdt, device=x.device)
+
+    def segment(u_seg, carry, t0):
+        u_bt = u_seg.transpose(0, 1)  # the scans and the recurrence take [B, T, C] views
+        carry = dict(carry)
+        if dynamics == "nesterov":
+            if w_hr is not None:
+                return _nesterov_loop(u_seg, w_hh, b_hh, w_hr, hyper, carry, step_offset + t0), carry
+            h, carry["h"], carry["c"], carry["a"] = _recurrence.nesterov_lstm_recurrence(
+                u_bt, w_hh, b_hh, carry["h"], carry["c"], carry["a"], s=hyper["s"], restart=hyper["restart"],
+                step_offset=step_offset + t0, backend=path)
+            return h.transpose(0, 1), carry
+        if dynamics == "plain":
+            a = u_bt
+        elif commuted:
+            x_tilde, _ = _scan.momentum_scan(u_bt, hyper.get("mu", 0.0), hyper["s"], restart=hyper.get("restart"),
+                                             step_offset=step_offset + t0, backend=path)
+            a = torch.matmul(x_tilde, weight.T)
+            v_T = x_tilde[:, -1].to(sdt) @ weight.to(sdt).T  # in fp32, not from the rounded a
+            if not (v_is_zero and t0 == 0):
+                lam = _decay(dynamics, hyper, step_offset + t0, a.shape[1], sdt, a.device)
+                a = (a.to(sdt) + lam[None, :, None] * carry["v"][:, None, :]).to(x.dtype)
+                v_T = v_T + lam[-1] * carry["v"]
+            carry["v"] = v_T
+        elif dynamics == "adam":
+            a, carry["v"], carry["m"] = _scan.adam_scan(u_bt, hyper["mu"], hyper["s"], hyper["beta"],
+                                                        hyper["eps"], carry["v"], carry["m"], backend=path)
+        else:
+            a, carry["m"] = _scan.rmsprop_scan(u_bt, hyper["s"], hyper["beta"], hyper["eps"], carry["m"],
+                                               backend=path)
+        if w_hr is None:
+            if core == "lstm":
+                h, carry["h"], carry["c"] = _recurrence.lstm_recurrence(a, w_hh, b_hh, carry["h"], carry["c"],
+                                                                        backend=path)
+            else:
+                h, carry["h"] = _recurrence.rnn_recurrence(a, w_hh, b_hh, carry["h"], nonlinearity=core[4:],
+                                                           backend=path)
+            return h.transpose(0, 1), carry
+        return _torch_loop(core, a.transpose(0, 1), w_hh, b_hh, w_hr, carry), carry
+
+    out, carry = _segments(segment, u, carry, lengths)
+    return out, carry["h"], carry.get("c"), {n: carry[n] for n in names}
+
+
+def _segments(run, inputs, carry, lengths):
+    """Run `run(inputs[t0:t1, rows], carry[rows], t0) -> (out, carry)` over time segments in which the
+    set of running rows is fixed (rows drop out at their length, as in a PackedSequence)."""
+    if lengths is None:
+        return run(inputs, carry, 0)
+    T, B = inputs.shape[:2]
+    outs, t0 = [], 0
+    for t1 in sorted(set(lengths.tolist())):
+        rows = torch.nonzero(lengths >= t1).flatten().to(inputs.device)
+        seg_carry = {k: v.index_select(0, rows) for k, v in carry.items()}
+        seg_out, seg_carry = run(inputs[t0:t1].index_select(1, rows), seg_carry, t0)
+        outs.append(seg_out.new_zeros(t1 - t0, B, seg_out.shape[2]).index_copy(1, rows, seg_out))
+        carry = {k: v.index_copy(0, rows, seg_carry[k].to(v.dtype)) for k, v in carry.items()}
+        t0 = t1
+    out = torch.cat(outs)
+    if t0 < T:
+        out = torch.cat([out, out.new_zeros(T - t0, B, out.shape[2])])
+    return out, carry
+
+
+def _cell_update(core, z, carry, w_hr):
+    """SPEC §1.1 pointwise update from the pre-activations z; updates carry["h"] (and carry["c"])."""
+    if core == "lstm":
+        z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
+        c = torch.sigmoid(z_f) * carry["c"] + torch.sigmoid(z_i) * torch.tanh(z_g)
+        h = torch.sigmoid(z_o) * torch.tanh(c)
+        carry["c"] = c
+        if w_hr is not None:
+            h = h @ w_hr.to(h.dtype).T
+    else:
+        h = torch.tanh(z) if core == "rnn_tanh" else torch.relu(z)
+    carry["h"] = h
+    return h
+
+
+def _torch_loop(core, a, w_hh, b_hh, w_hr, carry):
+    """z_t = a_t + W_hh h_{t-1} + b_hh over a [T, B, G·H] with nn.LSTM's projection h_t = W_hr(o⊙tanh c_t),
+    which the recurrence API does not take; state in fp32 (SPEC §1.1)."""
+    dt = a.dtype
+    sdt = torch.promote_types(dt, torch.float32)
+    w = w_hh.to(sdt)
+    b = 0.0 if b_hh is None else b_hh.to(sdt)
+    carry["h"] = carry["h"].to(sdt)
+    if "c" in carry:
+        carry["c"] = carry["c"].to(sdt)
+    # unbind, not a[t]: the backward of T selects would write T full-size zero gradients (O(T²) memory traffic)
+    outs = [_cell_update(core, a_t.to(sdt) + carry["h"] @ w.T + b, carry, w_hr) for a_t in a.unbind(0)]
+    carry["h"] = carry["h"].to(dt)
+    if "c" in carry:
+        carry["c"] = carry["c"].to(dt)
+    return torch.stack(outs).to(dt)
+
+
+def _nesterov_loop(u, w_hh, b_hh, w_hr, hyper, carry, step0):
+    """SPEC §1.3 with a projection (see _torch_loop): a_t = (W_hh h_{t-1} + b_hh) - s u_t;
+    z_t = a_t + μ_t (a_t - a_{t-1}); carried state a_t."""
+    dt = u.dtype
+    sdt = torch.promote_types(dt, torch.float32)
+    w = w_hh.to(sdt)
+    b = 0.0 if b_hh is None else b_hh.to(sdt)
+    carry["h"], carry["c"] = carry["h"].to(sdt), carry["c"].to(sdt)
+    outs = []
+    for t, u_t in enumerate(u.unbind(0)):  # unbind: see _torch_loop
+        a = carry["h"] @ w.T + b - hyper["s"] * u_t.to(sdt)
+        z = a + restart_momentum(step0 + t, hyper["restart"]) * (a - carry["a"])
+        carry["a"] = a
+        outs.append(_cell_update("lstm", z, carry, w_hr))
+    carry["h"], carry["c"] = carry["h"].to(dt), carry["c"].to(dt)
+    return torch.stack(outs).to(dt)
+
