@@ -1,0 +1,258 @@
+"""The nonlinear recurrence of the LSTM and RNN cores (SPEC §1.1) on a precomputed drive, and two LSTM
+cores whose input dynamics run inside the same loop: NesterovLSTM (SPEC §1.3) and the momentum / restart
+drive of SPEC §1.2 (fused instead of a separate scan).
+
+    z_t = a_t + W_hh h_{t-1} + b_hh
+    LSTM: i, f, g, o = σ(z_i), σ(z_f), tanh(z_g), σ(z_o) (nn.LSTM row order of W_hh);
+          c_t = f⊙c_{t-1} + i⊙g;  h_t = o⊙tanh(c_t)
+    RNN:  h_t = tanh(z_t) or relu(z_t)
+
+a is the output of the input dynamics (SPEC §1.2: u, or the momentum/Adam scan of u), [B, T, G·H] in
+logical order with any strides; a transposed time-major view ([T, B, G·H] contiguous, .transpose(0, 1))
+is read in place, and the output h then is time-major too, so `h.transpose(0, 1)` is contiguous.
+
+Backends (tritonrnn._backend.resolve_backend):
+- "triton": the fused persistent kernels of tritonrnn.kernels.recurrence (forward and backward, fp32 state
+  and accumulation for fp32/bf16/fp16 inputs, bitwise deterministic).
+- "torch": a differentiable step loop below, the correctness fallback; also the only path for float64.
+Final states h_T, c_T come back in a's dtype, as nn.LSTM returns h_n, c_n (the kernels keep them fp32
+inside); the carried drive states (a_T of NesterovLSTM, v_T of the momentum drive) are momentum states and
+come back fp32 like the scans' states (tritonrnn.functional.scan).
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from .._backend import resolve_backend
+from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
+from ..schedules import restart_momentum
+
+__all__ = ["lstm_recurrence", "rnn_recurrence", "nesterov_lstm_recurrence", "momentum_lstm_recurrence"]
+
+# float64 runs on the torch path only (the kernels accumulate in fp32); it exists for gradcheck.
+_DTYPES = FLOAT_DTYPES + (torch.float64,)
+NONLINEARITIES = ("tanh", "relu")
+
+
+def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, *, backend="auto"):
+    """SPEC §1.1 LSTM core. a: [B, T, 4H]; weight_hh: [4H, H]; bias_hh: [4H] or None; h0, c0: [B, H] or
+    None (zeros). Returns (h [B, T, H] in a's dtype and memory layout, h_T [B, H], c_T [B, H] in a's dtype).
+    """
+    H = _check_core(a, "a", weight_hh, bias_hh, 4)
+    h0 = _check_state(h0, "h0", a, H)
+    c0 = _check_state(c0, "c0", a, H)
+    path = _backend(backend, a, "a")
+    B, T, _ = a.shape
+    if B * T * H == 0:
+        return _empty_output(a, H), _initial(h0, a, H, a.dtype), _initial(c0, a, H, a.dtype)
+    if path == "triton":
+        return _kernels().lstm_recurrence(a, weight_hh, bias_hh, h0, c0, _time_major(a))
+    return _lstm_loop(a, weight_hh, bias_hh, h0, c0)
+
+
+def rnn_recurrence(a, weight_hh, bias_hh=None, h0=None, *, nonlinearity="tanh", backend="auto"):
+    """SPEC §1.1 RNN core (nn.RNN's `nonlinearity`). a: [B, T, H]; weight_hh: [H, H]; bias_hh: [H] or
+    None; h0: [B, H] or None. Returns (h [B, T, H] in a's dtype and memory layout, h_T [B, H] in a's dtype).
+    """
+    if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    H = _check_core(a, "a", weight_hh, bias_hh, 1)
+    h0 = _check_state(h0, "h0", a, H)
+    path = _backend(backend, a, "a")
+    B, T, _ = a.shape
+    if B * T * H == 0:
+        return _empty_output(a, H), _initial(h0, a, H, a.dtype)
+    if path == "triton":
+        return _kernels().rnn_recurrence(a, weight_hh, bias_hh, h0, nonlinearity, _time_major(a))
+    act = torch.tanh if nonlinearity == "tanh" else torch.relu
+    dtype = _state_dtype(a)
+    w, b = weight_hh.to(dtype), _maybe(bias_hh, dtype)
+    h = _initial(h0, a, H, dtype)
+    outs = []
+    for a_t in a.unbind(1):  # unbind, not a[:, t]: T selects would each backprop a full-size zero gradient
+        h = act(_preactivation(a_t.to(dtype), h, w, b))
+        outs.append(h)
+    return _stack(outs, a), h.to(a.dtype)
+
+
+def nesterov_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, a0=None, *, s=1.0, restart=2,
+                             step_offset=0, backend="auto"):
+    """SPEC §1.3 NesterovLSTM core, with the momentum inside the recurrence:
+
+        a_t = (W_hh h_{t-1} + b_hh) − s u_t;  z_t = a_t + μ_t (a_t − a_{t-1});  LSTM update on z_t,
+        μ_t = (k mod F)/((k mod F)+3), k = step_offset + t, F = `restart`; a_{-1} = a0 (zeros if None).
+
+    u: [B, T, 4H] the input drive W_ih x_t + b_ih; h0, c0: [B, H]; a0: [B, 4H]. Returns
+    (h [B, T, H] in u's dtype and memory layout, h_T, c_T [B, H] in u's dtype, a_T [B, 4H] fp32)."""
+    H = _check_core(u, "u", weight_hh, bias_hh, 4)
+    h0 = _check_state(h0, "h0", u, H)
+    c0 = _check_state(c0, "c0", u, H)
+    a0 = _check_state(a0, "a0", u, 4 * H)
+    s = check_float(s, "s")
+    restart = check_int(restart, "restart", low=1)
+    step_offset = check_int(step_offset, "step_offset", low=0)
+    path = _backend(backend, u, "u")
+    B, T, _ = u.shape
+    state_dtype = _state_dtype(u)
+    if B * T * H == 0:
+        return (_empty_output(u, H), _initial(h0, u, H, u.dtype), _initial(c0, u, H, u.dtype),
+                _initial(a0, u, 4 * H, state_dtype))
+    if path == "triton":
+        return _kernels().nesterov_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, a0, s, restart, step_offset,
+                                                   _time_major(u))
+    w, b = weight_hh.to(state_dtype), _maybe(bias_hh, state_dtype)
+    h = _initial(h0, u, H, state_dtype)
+    c = _initial(c0, u, H, state_dtype)
+    a_prev = _initial(a0, u, 4 * H, state_dtype)
+    outs = []
+    for t, u_t in enumerate(u.unbind(1)):
+        mu = restart_momentum(step_offset + t, restart)
+        a_t = _preactivation(-s * u_t.to(state_dtype), h, w, b)
+        h, c = _lstm_update(a_t + mu * (a_t - a_prev), c)
+        a_prev = a_t
+        outs.append(h)
+    return _stack(outs, u), h.to(u.dtype), c.to(u.dtype), a_prev
+
+
+def momentum_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, v0=None, *, mu=0.6, s=0.6, restart=None,
+                             step_offset=0, backend="auto"):
+    """The LSTM core with the momentum / restart input dynamics of SPEC §1.2 computed inside the loop
+    (the same result as momentum_scan followed by lstm_recurrence, without the [B, T, 4H] round trip):
+
+        v_t = λ_t v_{t-1} + s u_t;  z_t = v_t + W_hh h_{t-1} + b_hh;  LSTM update on z_t,
+        λ_t = `mu`, or with `restart` = F the schedule (k mod F)/((k mod F)+3), k = step_offset + t.
+
+    u: [B, T, 4H] the input drive W_ih x_t + b_ih; h0, c0: [B, H]; v0: [B, 4H]. Returns
+    (h [B, T, H] in u's dtype and memory layout, h_T, c_T [B, H] in u's dtype, v_T [B, 4H] fp32)."""
+    H = _check_core(u, "u", weight_hh, bias_hh, 4)
+    h0 = _check_state(h0, "h0", u, H)
+    c0 = _check_state(c0, "c0", u, H)
+    v0 = _check_state(v0, "v0", u, 4 * H)
+    mu = check_float(mu, "mu", low=0.0, high=1.0, high_open=True)
+    s = check_float(s, "s")
+    if restart is not None:
+        restart = check_int(restart, "restart", low=1)
+    step_offset = check_int(step_offset, "step_offset", low=0)
+    path = _backend(backend, u, "u")
+    B, T, _ = u.shape
+    state_dtype = _state_dtype(u)
+    if B * T * H == 0:
+        return (_empty_output(u, H), _initial(h0, u, H, u.dtype), _initial(c0, u, H, u.dtype),
+                _initial(v0, u, 4 * H, state_dtype))
+    if path == "triton":
+        return _kernels().momentum_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, v0, mu, s, restart, step_offset,
+                                                   _time_major(u))
+    w, b = weight_hh.to(state_dtype), _maybe(bias_hh, state_dtype)
+    h = _initial(h0, u, H, state_dtype)
+    c = _initial(c0, u, H, state_dtype)
+    v = _initial(v0, u, 4 * H, state_dtype)
+    outs = []
+    for t, u_t in enumerate(u.unbind(1)):
+        lam = mu if restart is None else restart_momentum(step_offset + t, restart)
+        v = lam * v + s * u_t.to(state_dtype)
+        h, c = _lstm_update(_preactivation(v, h, w, b), c)
+        outs.append(h)
+    return _stack(outs, u), h.to(u.dtype), c.to(u.dtype), v
+
+
+# ------------------------------------------------------------------------------------------ torch path
+def _lstm_loop(a, weight_hh, bias_hh, h0, c0):
+    B, T, _ = a.shape
+    H = weight_hh.shape[1]
+    dtype = _state_dtype(a)
+    w, b = weight_hh.to(dtype), _maybe(bias_hh, dtype)
+    h = _initial(h0, a, H, dtype)
+    c = _initial(c0, a, H, dtype)
+    outs = []
+    for a_t in a.unbind(1):
+        h, c = _lstm_update(_preactivation(a_t.to(dtype), h, w, b), c)
+        outs.append(h)
+    return _stack(outs, a), h.to(a.dtype), c.to(a.dtype)
+
+
+def _preactivation(a_t, h, w, b):
+    """z_t = a_t + W_hh h_{t-1} + b_hh (SPEC §1.1)."""
+    z = torch.addmm(a_t, h, w.t())
+    return z + b if b is not None else z
+
+
+def _lstm_update(z, c):
+    """SPEC §1.1 pointwise LSTM update, gates in nn.LSTM order (i, f, g, o)."""
+    z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
+    c = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * torch.tanh(z_g)
+    return torch.sigmoid(z_o) * torch.tanh(c), c
+
+
+def _stack(outs, a):
+    """Stack the per-step h_t [B, H] into [B, T, H] with a's memory layout, in a's dtype."""
+    if _time_major(a):
+        return torch.stack(outs, 0).to(a.dtype).transpose(0, 1)
+    return torch.stack(outs, 1).to(a.dtype)
+
+
+def _empty_output(a, H):
+    B, T, _ = a.shape
+    if _time_major(a):
+        return a.new_zeros(T, B, H).transpose(0, 1)
+    return a.new_zeros(B, T, H)
+
+
+def _time_major(a) -> bool:
+    """Whether a is laid out time-major ([T, B, C] memory order seen through .transpose(0, 1)); the
+    outputs then take the same layout. With B = 1 or T = 1 both layouts are the same memory."""
+    return a.shape[0] > 1 and a.shape[1] > 1 and a.stride(0) < a.stride(1)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _check_core(a, name, weight_hh, bias_hh, G):
+    """Validate the drive and the recurrent parameters; returns H."""
+    check_tensor(a, name, ndim=3, dtypes=_DTYPES)
+    check_tensor(weight_hh, "weight_hh", ndim=2, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
+    H = weight_hh.shape[1]
+    check_shape(weight_hh, "weight_hh", (G * H, H))
+    if a.shape[2] != G * H:
+        raise ValueError(f"{name} must have {G}·H = {G * H} channels in its last dimension (weight_hh is "
+                         f"{tuple(weight_hh.shape)}), got shape {tuple(a.shape)}")
+    if bias_hh is not None:
+        check_tensor(bias_hh, "bias_hh", ndim=1, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
+        check_shape(bias_hh, "bias_hh", (G * H,))
+    return H
+
+
+def _check_state(x, name, a, width):
+    if x is None:
+        return None
+    check_tensor(x, name, ndim=2, dtypes=_DTYPES, device=a.device)
+    return check_shape(x, name, (a.shape[0], width))
+
+
+def _backend(backend, a, name):
+    path = resolve_backend(backend, a.device)
+    if a.dtype == torch.float64 and path == "triton":
+        if backend == "triton":
+            raise TypeError(f"{name} must have dtype in {[str(d) for d in FLOAT_DTYPES]} for backend='triton' "
+                            "(the kernels accumulate in fp32); float64 runs with backend='torch'")
+        return "torch"  # "auto" picks the path that supports the dtype
+    return path
+
+
+def _state_dtype(a):
+    return torch.promote_types(a.dtype, torch.float32)
+
+
+def _maybe(x, dtype):
+    return x.to(dtype) if x is not None else None
+
+
+def _initial(state, a, width, dtype):
+    """The state entering the loop, as `dtype` (a copy, so a T = 0 call never aliases its argument)."""
+    if state is None:
+        return torch.zeros(a.shape[0], width, dtype=dtype, device=a.device)
+    return state.to(dtype, copy=True)
+
+
+def _kernels():
+    # Imported on first use: tritonrnn imports without triton (_backend.resolve_backend checked it exists).
+    return importlib.import_module("tritonrnn.kernels.recurrence")
