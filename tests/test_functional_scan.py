@@ -37,12 +37,8 @@ def adam_decomposed(u_v, u_m, mu, s, beta, eps, v0=None, m0=None):
 
 
 def assert_close(actual, expected, dtype, steps, scale, msg):
-    """tests.tolerance's (rtol, atol) with an underflow floor: a value under a dtype's normal range has an
-    absolute error, half the subnormal spacing of `dtype` at the last rounding, and up to fp32's smallest
-    normal where an fp32 intermediate underflows (μ^T for small μ and long T; flush-to-zero on GPUs)."""
+    """tests.tolerance's (rtol, atol), underflow floor included, with a message."""
     rtol, atol = tolerance(dtype, steps, scale)
-    info = torch.finfo(dtype)
-    atol = max(atol, 4 * (info.tiny * info.eps / 2 + torch.finfo(torch.float32).tiny))
     torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol, msg=msg)
 
 

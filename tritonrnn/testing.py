@@ -17,7 +17,11 @@ def tolerance(dtype: torch.dtype, steps: int = 1, scale: float = 1.0):
     `scale` is the magnitude of the accumulated terms (for the absolute floor)."""
     eps = torch.finfo(dtype).eps if dtype != torch.float32 else 0.0
     rtol = 4 * (eps / 2 + EPS32 * max(steps, 1))
-    atol = rtol * scale
+    # Underflow floor: a value below the normal range has an absolute error of half the subnormal spacing of
+    # `dtype` at the last rounding, and up to fp32's smallest normal where an fp32 intermediate underflows
+    # (μ^T for small μ and long T; flush-to-zero on GPUs).
+    info = torch.finfo(dtype)
+    atol = max(rtol * scale, 4 * (info.tiny * info.eps / 2 + torch.finfo(torch.float32).tiny))
     return rtol, atol
 
 
