@@ -7,17 +7,25 @@ import tritonrnn.functional.layers as layers
 from tests.tolerance import assert_close
 from tritonrnn.reference import STATE_NAMES, recurrent_layer
 
+_FUSED = layers._fused
 HYPER = {"plain": {}, "momentum": dict(mu=0.7, s=0.5), "restart": dict(s=0.6, restart=3),
          "adam": dict(mu=0.6, s=0.6, beta=0.1, eps=1e-8), "rmsprop": dict(s=0.6, beta=0.9, eps=1e-8),
          "nesterov": dict(s=1.0, restart=2)}
 
 
-@pytest.fixture(params=["native", "general"])
+@pytest.fixture(params=["native", "general", "fused"])
 def path(request, monkeypatch):
-    """Run the commuted families through the general path too (on the torch backend they use the native
-    cell), so the path the Triton backend takes for them is checked against the reference on CPU."""
+    """Run the commuted families through the other paths too (on the torch backend they use the native
+    cell): "general" is the scan + recurrence wiring the Triton backend takes, here on the torch paths of the
+    scans and recurrences (it has no projection: those layers take the fused loop); "fused" is the torch
+    step loop of the Adam / RMSProp / Nesterov families. Both are checked against the reference on CPU."""
     if request.param == "general":
-        monkeypatch.setattr(layers, "_native", lambda *args: layers._general(*args, "torch"))
+        monkeypatch.setattr(layers, "_native", lambda *args: layers._general(*args, "torch") if args[6] is None
+                            else layers._fused(*args))
+        monkeypatch.setattr(layers, "_fused", lambda *args: layers._general(*args, "torch") if args[6] is None
+                            else _FUSED(*args))
+    elif request.param == "fused":
+        monkeypatch.setattr(layers, "_native", layers._fused)
     return request.param
 
 

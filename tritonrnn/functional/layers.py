@@ -35,14 +35,15 @@ Paths (data flow module → functional → kernels):
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
 from torch import _VF
 
-from .._backend import resolve_backend
+from .._backend import ENV_OVERRIDE, resolve_backend
 from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
-from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES
+from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES, core_step, drive_step
 from ..schedules import restart_momentum
 from . import recurrence as _recurrence
 from . import scan as _scan
@@ -58,6 +59,13 @@ DEFAULTS = {
     "rmsprop": {"s": 0.6, "beta": 0.9, "eps": 1e-8},
     "nesterov": {"s": 1.0, "restart": 2},
 }
+
+# The dispatcher of backend="auto" on CUDA (KERNELS.md §4: never assume a Triton path is faster). The families
+# with an exact cuDNN form (SPEC §1.4: a plain LSTM/RNN on the scanned raw input) stay on cuDNN until a GPU run
+# committed under perf/results/ shows the Triton recurrence faster at the shape; Adam / RMSProp / Nesterov have
+# no cuDNN form (their torch path is a Python step loop) and use the fused kernels. No GPU run exists yet.
+AUTO_ON_CUDA = {"plain": "torch", "momentum": "torch", "restart": "torch",
+                "adam": "triton", "rmsprop": "triton", "nesterov": "triton"}
 
 _DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 (torch backend) exists for gradcheck
 _NATIVE = {"lstm": _VF.lstm, "rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu}
@@ -152,6 +160,8 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     step_offset = check_int(step_offset, "step_offset", low=0)
     lengths = _check_lengths(lengths, B, T)
     path = resolve_backend(backend, dev)
+    if backend == "auto" and dev.type == "cuda" and not os.environ.get(ENV_OVERRIDE) and path == "triton":
+        path = AUTO_ON_CUDA[dynamics]
     if path == "triton":
         missing = _triton_gap(w_hr, dt)
         if missing and backend == "triton":
@@ -171,10 +181,12 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     if reverse:
         x = _reverse_time(x, lengths)
     args = (core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths)
-    if path == "torch" and dynamics in ("plain", "momentum", "restart"):
+    if path == "triton":
+        out, h, c, final = _general(*args)
+    elif dynamics in ("plain", "momentum", "restart"):
         out, h, c, final = _native(*args)
     else:
-        out, h, c, final = _general(*args, path)
+        out, h, c, final = _fused(*args)
     if reverse:
         out = _reverse_time(out, lengths)
     return out.transpose(0, 1), h, c, final
@@ -292,13 +304,18 @@ def _triton_gap(w_hr, dtype):
     return ""
 
 
-def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths, path):
-    """Per time segment (all rows still running): scan, then recurrence.
+def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths,
+             path="triton"):
+    """The Triton path, per time segment (all rows still running): scan, then recurrence (no projection:
+    _triton_gap sends proj_size > 0 to the torch path). `path="torch"` runs the same wiring on the torch
+    paths of the scans and recurrences (tests/nn/test_layers.py checks it in float64 that way).
 
     Momentum / restart scan the raw input plus the bias channel (SPEC §1.4: width in+1 instead of G·H) and
     project afterwards, a = W' x̃ + Λ_t v_0 (the carried state enters through its decay, see _native);
     the other families take u = x W_ihᵀ + b_ih as one GEMM over all steps and scan it."""
     T, B, _ = x.shape
+    if w_hr is not None:
+        raise NotImplementedError("the scan + recurrence path has no projection (proj_size > 0)")
     commuted = dynamics in ("momentum", "restart")
     if commuted:
         weight = w_ih if b_ih is None else torch.cat([w_ih, b_ih[:, None]], dim=1)
@@ -319,8 +336,6 @@ def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, sta
         u_bt = u_seg.transpose(0, 1)  # the scans and the recurrence take [B, T, C] views
         carry = dict(carry)
         if dynamics == "nesterov":
-            if w_hr is not None:
-                return _nesterov_loop(u_seg, w_hh, b_hh, w_hr, hyper, carry, step_offset + t0), carry
             h, carry["h"], carry["c"], carry["a"] = _recurrence.nesterov_lstm_recurrence(
                 u_bt, w_hh, b_hh, carry["h"], carry["c"], carry["a"], s=hyper["s"], restart=hyper["restart"],
                 step_offset=step_offset + t0, backend=path)
@@ -343,15 +358,13 @@ def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, sta
         else:
             a, carry["m"] = _scan.rmsprop_scan(u_bt, hyper["s"], hyper["beta"], hyper["eps"], carry["m"],
                                                backend=path)
-        if w_hr is None:
-            if core == "lstm":
-                h, carry["h"], carry["c"] = _recurrence.lstm_recurrence(a, w_hh, b_hh, carry["h"], carry["c"],
-                                                                        backend=path)
-            else:
-                h, carry["h"] = _recurrence.rnn_recurrence(a, w_hh, b_hh, carry["h"], nonlinearity=core[4:],
-                                                           backend=path)
-            return h.transpose(0, 1), carry
-        return _torch_loop(core, a.transpose(0, 1), w_hh, b_hh, w_hr, carry), carry
+        if core == "lstm":
+            h, carry["h"], carry["c"] = _recurrence.lstm_recurrence(a, w_hh, b_hh, carry["h"], carry["c"],
+                                                                    backend=path)
+        else:
+            h, carry["h"] = _recurrence.rnn_recurrence(a, w_hh, b_hh, carry["h"], nonlinearity=core[4:],
+                                                       backend=path)
+        return h.transpose(0, 1), carry
 
     out, carry = _segments(segment, u, carry, lengths)
     return out, carry["h"], carry.get("c"), {n: carry[n] for n in names}
@@ -377,53 +390,40 @@ def _segments(run, inputs, carry, lengths):
     return out, carry
 
 
-def _cell_update(core, z, carry, w_hr):
-    """SPEC §1.1 pointwise update from the pre-activations z; updates carry["h"] (and carry["c"])."""
-    if core == "lstm":
-        z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
-        c = torch.sigmoid(z_f) * carry["c"] + torch.sigmoid(z_i) * torch.tanh(z_g)
-        h = torch.sigmoid(z_o) * torch.tanh(c)
-        carry["c"] = c
-        if w_hr is not None:
-            h = h @ w_hr.to(h.dtype).T
-    else:
-        h = torch.tanh(z) if core == "rnn_tanh" else torch.relu(z)
-    carry["h"] = h
-    return h
+# ------------------------------------------------------------------------------------------ torch, fused
+def _fused(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
+    """The torch path of the families without a native form (Adam, RMSProp, Nesterov; SPEC §1.4 does not
+    apply; it computes every family, which tests/nn/test_layers.py uses): u = x W_ihᵀ + b_ih as one GEMM, then one loop whose every step applies the input dynamics and the
+    cell update to [B, G·H] tensors that stay in cache. (Scanning all of u first and then running the
+    recurrence makes several passes over [T, B, G·H] tensors: measured 4x slower at the paper's shape on
+    CPU.) The step is the reference's own (reference.drive_step / core_step): STYLE.md makes the reference
+    the CPU fallback of last resort, and this is that fallback, with the GEMM hoisted out of the loop."""
+    u = x @ w_ih.T
+    if b_ih is not None:
+        u = u + b_ih  # SPEC §1.1: b_ih inside the dynamics
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    B, GH = x.shape[1], w_ih.shape[0]
+    w, b = w_hh.to(sdt), (0.0 if b_hh is None else b_hh.to(sdt))
+    wr = None if w_hr is None else w_hr.to(sdt)
+    carry = {"h": h0.to(sdt), **({"c": c0.to(sdt)} if c0 is not None else {})}
+    for n in ("v", "m", "a"):
+        carry[n] = state[n] if n in state else torch.zeros(B, GH, dtype=sdt, device=x.device)
+    names = STATE_NAMES[dynamics]
 
+    def segment(u_seg, carry, t0):
+        carry, outs = dict(carry), []
+        for t, u_t in enumerate(u_seg.unbind(0)):  # unbind, not u[t]: one backward node for all steps
+            step = step_offset + t0 + t
+            lam = restart_momentum(step, hyper["restart"]) if "restart" in hyper else hyper.get("mu", 0.0)
+            z, carry["v"], carry["m"], carry["a"] = drive_step(
+                u_t.to(sdt), carry["h"], carry["v"], carry["m"], carry["a"], w, b, dynamics=dynamics, lam=lam,
+                s=hyper.get("s"), beta=hyper.get("beta"), eps=hyper.get("eps"))
+            carry["h"], c = core_step(z, carry.get("c"), wr, core=core)
+            if c is not None:
+                carry["c"] = c
+            outs.append(carry["h"])
+        return torch.stack(outs).to(x.dtype), carry
 
-def _torch_loop(core, a, w_hh, b_hh, w_hr, carry):
-    """z_t = a_t + W_hh h_{t-1} + b_hh over a [T, B, G·H] with nn.LSTM's projection h_t = W_hr(o⊙tanh c_t),
-    which the recurrence API does not take; state in fp32 (SPEC §1.1)."""
-    dt = a.dtype
-    sdt = torch.promote_types(dt, torch.float32)
-    w = w_hh.to(sdt)
-    b = 0.0 if b_hh is None else b_hh.to(sdt)
-    carry["h"] = carry["h"].to(sdt)
-    if "c" in carry:
-        carry["c"] = carry["c"].to(sdt)
-    # unbind, not a[t]: the backward of T selects would write T full-size zero gradients (O(T²) memory traffic)
-    outs = [_cell_update(core, a_t.to(sdt) + carry["h"] @ w.T + b, carry, w_hr) for a_t in a.unbind(0)]
-    carry["h"] = carry["h"].to(dt)
-    if "c" in carry:
-        carry["c"] = carry["c"].to(dt)
-    return torch.stack(outs).to(dt)
-
-
-def _nesterov_loop(u, w_hh, b_hh, w_hr, hyper, carry, step0):
-    """SPEC §1.3 with a projection (see _torch_loop): a_t = (W_hh h_{t-1} + b_hh) - s u_t;
-    z_t = a_t + μ_t (a_t - a_{t-1}); carried state a_t."""
-    dt = u.dtype
-    sdt = torch.promote_types(dt, torch.float32)
-    w = w_hh.to(sdt)
-    b = 0.0 if b_hh is None else b_hh.to(sdt)
-    carry["h"], carry["c"] = carry["h"].to(sdt), carry["c"].to(sdt)
-    outs = []
-    for t, u_t in enumerate(u.unbind(0)):  # unbind: see _torch_loop
-        a = carry["h"] @ w.T + b - hyper["s"] * u_t.to(sdt)
-        z = a + restart_momentum(step0 + t, hyper["restart"]) * (a - carry["a"])
-        carry["a"] = a
-        outs.append(_cell_update("lstm", z, carry, w_hr))
-    carry["h"], carry["c"] = carry["h"].to(dt), carry["c"].to(dt)
-    return torch.stack(outs).to(dt)
-
+    out, carry = _segments(segment, u, carry, lengths)
+    c = carry.get("c")
+    return out, carry["h"].to(x.dtype), None if c is None else c.to(x.dtype), {n: carry[n] for n in names}

@@ -105,6 +105,14 @@ def cell_step(x_t, h, c, v, m, a_prev, w_ih, w_hh, b_ih, b_hh, w_hr, *, core, dy
     """One time step of SPEC §1.1-1.3: returns the new (h, c, v, m, a_prev). `lam` is this step's momentum
     coefficient (μ, or the restart schedule's μ_t); states a family does not use pass through unchanged."""
     u = x_t @ w_ih.T + b_ih                          # SPEC §1.1: input drive, b_ih inside the dynamics
+    z, v, m, a_prev = drive_step(u, h, v, m, a_prev, w_hh, b_hh, dynamics=dynamics, lam=lam, s=s, beta=beta, eps=eps)
+    h, c = core_step(z, c, w_hr, core=core)
+    return h, c, v, m, a_prev
+
+
+def drive_step(u, h, v, m, a_prev, w_hh, b_hh, *, dynamics, lam, s, beta, eps):
+    """The gate pre-activations z_t from the input drive u_t = W_ih x_t + b_ih and h_{t-1} (SPEC §1.1-1.3),
+    with the family's input dynamics; returns (z, v, m, a_prev)."""
     recurrent = h @ w_hh.T + b_hh                    # b_hh outside the dynamics
     if dynamics == "plain":
         z = u + recurrent
@@ -113,15 +121,20 @@ def cell_step(x_t, h, c, v, m, a_prev, w_ih, w_hh, b_ih, b_hh, w_hr, *, core, dy
         z = v + recurrent
     elif dynamics == "adam":
         v = lam * v + s * u
-        m = beta * m + (1.0 - beta) * u * u
+        m = torch.addcmul(beta * m, u, u, value=1.0 - beta)   # β m + (1-β) u⊙u
         z = v / (sqrt0(m) + eps) + recurrent         # paper eq. 15
     elif dynamics == "rmsprop":
-        m = beta * m + (1.0 - beta) * u * u
+        m = torch.addcmul(beta * m, u, u, value=1.0 - beta)
         z = s * u / (sqrt0(m) + eps) + recurrent     # Adam with mu = 0
     else:  # nesterov, SPEC §1.3: the recurrent term is inside the momentum, u enters with a minus sign
         a = recurrent - s * u
         z = a + lam * (a - a_prev)
         a_prev = a
+    return z, v, m, a_prev
+
+
+def core_step(z, c, w_hr, *, core):
+    """The LSTM / RNN update from the pre-activations z (SPEC §1.1); returns (h, c)."""
     if core == "lstm":
         z_i, z_f, z_g, z_o = z.chunk(4, dim=1)       # nn.LSTM gate order i, f, g, o
         c = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * torch.tanh(z_g)
@@ -132,7 +145,7 @@ def cell_step(x_t, h, c, v, m, a_prev, w_ih, w_hh, b_ih, b_hh, w_hr, *, core, dy
         h = torch.tanh(z)
     else:
         h = torch.relu(z)
-    return h, c, v, m, a_prev
+    return h, c
 
 
 def recurrent_network(x, params, *, num_layers=1, bidirectional=False, core="lstm", dynamics="plain",

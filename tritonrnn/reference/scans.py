@@ -55,8 +55,23 @@ def sqrt0(m: torch.Tensor) -> torch.Tensor:
     At m = 0 (zero input with zero history, e.g. bias=False on a blank pixel) a = v/(√m+ε) behaves like
     |u| and has no derivative; autograd's ∞·0 would give NaN. We take the subgradient 0, and the kernels
     do the same (SPEC §1.2 Adam/RMSProp; the reference code avoids it with sqrt(m + 1e-16))."""
-    positive = m > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, m, torch.ones_like(m))), torch.zeros_like(m))
+    return _Sqrt0.apply(m)
+
+
+class _Sqrt0(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, m):
+        root = m.sqrt()
+        ctx.save_for_backward(root)
+        return root
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (root,) = ctx.saved_tensors
+        # 1/(2√m) written as √m/(2m) with m clamped at the smallest normal: exactly 1/(2√m) for every normal
+        # m, and 0 at m = 0, without a mask (boolean masks cost 10-20x an arithmetic op on CPU).
+        return grad * 0.5 * root / (root * root).clamp_min(torch.finfo(root.dtype).tiny)
 
 
 def _stack(steps, u):
