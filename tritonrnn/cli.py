@@ -32,11 +32,11 @@ def _train_parser(sub):
                    help="comma-separated, from: " + ", ".join(CELLS))
     p.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default per optimizer)")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=60, help="sequence length for the synthetic tasks")
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--threshold", type=float, default=None,
                    help="metric level for 'steps to threshold' (default: half of chance MSE, or 2× chance accuracy)")
     p.add_argument("--device", default="cpu")
