@@ -17,7 +17,7 @@ import sys
 import torch
 from torch import nn
 
-from .results_io import RESULTS_DIR, append_rows, environment, result_path
+from .results_io import RESULTS_DIR, append_rows, environment, pyplot, result_path, save_figure
 from .timing import measure
 
 # (module class name, reference core, reference dynamics)
@@ -186,11 +186,8 @@ def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
 
 
 def bar_chart(rows, path, env) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     models = list(dict.fromkeys(r["model"] for r in rows))
     providers = list(dict.fromkeys(r["provider"] for r in rows))
@@ -210,9 +207,7 @@ def bar_chart(rows, path, env) -> bool:
         ax.set_yscale("log")
         ax.set_title(f"{mode} — {env['device']}")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, path)
     return True
 
 

@@ -70,3 +70,21 @@ def append_rows(path: str, rows) -> None:
 def read_rows(path: str):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is missing (plots are optional)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(plt, fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from .papers_table import PAPER_SHAPE, default_providers, measure_pair
-from .results_io import RESULTS_DIR, append_rows, environment, result_path
+from .results_io import RESULTS_DIR, append_rows, environment, pyplot, result_path, save_figure
 
 FULL = {"seq_len": [64, 256, 784, 2048, 8192], "batch": [1, 8, 32, 128, 512], "hidden_size": [64, 128, 256, 512, 1024]}
 QUICK = {"seq_len": [64, 256, 784], "batch": [1, 16, 128], "hidden_size": [64, 128, 256]}
@@ -39,11 +39,8 @@ def sweep(models, providers, *, device, dtypes, grid, base, iters, warmup, out_d
 
 
 def plot(rows, path, env):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     axes_names = list(dict.fromkeys(r["suite"].split(":")[1] for r in rows))
     if not axes_names:
@@ -61,10 +58,7 @@ def plot(rows, path, env):
         ax.set_ylabel("train μs / sample (p50)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"scaling — {env['device']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None) -> int:

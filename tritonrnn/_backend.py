@@ -10,7 +10,8 @@ The environment variable TRITONRNN_BACKEND overrides "auto" (never an explicit c
 """
 from __future__ import annotations
 
-import importlib.util
+import functools
+import importlib
 import os
 
 import torch
@@ -18,9 +19,15 @@ import torch
 ENV_OVERRIDE = "TRITONRNN_BACKEND"
 
 
+@functools.lru_cache(maxsize=None)
 def has_triton() -> bool:
-    """True when the `triton` package can be imported (it is absent on macOS/Windows CPU installs)."""
-    return importlib.util.find_spec("triton") is not None
+    """True when the `triton` package imports (it is absent on macOS/Windows CPU installs). Asked only when
+    a Triton backend could be chosen, so `import tritonrnn` never imports triton."""
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
 
 
 def interpreting() -> bool:

@@ -197,11 +197,10 @@ def _write_curves(path, curves, metric_name):
 
 
 def _plot(out_dir, curves, task, threshold):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    from .perf.results_io import pyplot, save_figure
+
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for cell in dict.fromkeys(c["cell"] for c in curves):
@@ -217,8 +216,4 @@ def _plot(out_dir, curves, task, threshold):
         ax.set_yscale("log" if task.kind == "regression" else "linear")
         ax.legend(fontsize=8)
     fig.suptitle(f"{task.name}, T = {task.seq_len}")
-    fig.tight_layout()
-    path = os.path.join(out_dir, "curves.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, os.path.join(out_dir, "curves.png"))

@@ -43,7 +43,7 @@ from torch import _VF
 
 from .._backend import ENV_OVERRIDE, resolve_backend
 from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
-from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES, core_step, drive_step
+from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES, cell_step
 from ..schedules import restart_momentum
 from . import recurrence as _recurrence
 from . import scan as _scan
@@ -393,37 +393,35 @@ def _segments(run, inputs, carry, lengths):
 # ------------------------------------------------------------------------------------------ torch, fused
 def _fused(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
     """The torch path of the families without a native form (Adam, RMSProp, Nesterov; SPEC §1.4 does not
-    apply; it computes every family, which tests/nn/test_layers.py uses): u = x W_ihᵀ + b_ih as one GEMM, then one loop whose every step applies the input dynamics and the
-    cell update to [B, G·H] tensors that stay in cache. (Scanning all of u first and then running the
-    recurrence makes several passes over [T, B, G·H] tensors: measured 4x slower at the paper's shape on
-    CPU.) The step is the reference's own (reference.drive_step / core_step): STYLE.md makes the reference
-    the CPU fallback of last resort, and this is that fallback, with the GEMM hoisted out of the loop."""
-    u = x @ w_ih.T
-    if b_ih is not None:
-        u = u + b_ih  # SPEC §1.1: b_ih inside the dynamics
+    apply; it computes every family, which tests/nn/test_layers.py uses): one loop whose every step
+    computes u_t = W_ih x_t + b_ih, the input dynamics and the cell update on [B, G·H] tensors that stay in
+    cache. Scanning a precomputed u [T, B, G·H] and then running the recurrence makes several passes over
+    tensors of that size (measured 3-4x slower at the paper's shape on CPU). The step is the reference's own
+    (reference.cell_step): STYLE.md makes the reference the CPU fallback of last resort, and this is it."""
     sdt = torch.promote_types(x.dtype, torch.float32)
     B, GH = x.shape[1], w_ih.shape[0]
-    w, b = w_hh.to(sdt), (0.0 if b_hh is None else b_hh.to(sdt))
-    wr = None if w_hr is None else w_hr.to(sdt)
+    weights = [None if t is None else t.to(sdt) for t in (w_ih, w_hh, b_ih, b_hh, w_hr)]
+    if b_ih is None:
+        weights[2], weights[3] = 0.0, 0.0
     carry = {"h": h0.to(sdt), **({"c": c0.to(sdt)} if c0 is not None else {})}
     for n in ("v", "m", "a"):
         carry[n] = state[n] if n in state else torch.zeros(B, GH, dtype=sdt, device=x.device)
     names = STATE_NAMES[dynamics]
 
-    def segment(u_seg, carry, t0):
+    def segment(x_seg, carry, t0):
         carry, outs = dict(carry), []
-        for t, u_t in enumerate(u_seg.unbind(0)):  # unbind, not u[t]: one backward node for all steps
+        for t, x_t in enumerate(x_seg.unbind(0)):  # unbind, not x[t]: one backward node for all steps
             step = step_offset + t0 + t
             lam = restart_momentum(step, hyper["restart"]) if "restart" in hyper else hyper.get("mu", 0.0)
-            z, carry["v"], carry["m"], carry["a"] = drive_step(
-                u_t.to(sdt), carry["h"], carry["v"], carry["m"], carry["a"], w, b, dynamics=dynamics, lam=lam,
-                s=hyper.get("s"), beta=hyper.get("beta"), eps=hyper.get("eps"))
-            carry["h"], c = core_step(z, carry.get("c"), wr, core=core)
+            h, c, carry["v"], carry["m"], carry["a"] = cell_step(
+                x_t.to(sdt), carry["h"], carry.get("c"), carry["v"], carry["m"], carry["a"], *weights, core=core,
+                dynamics=dynamics, lam=lam, s=hyper.get("s"), beta=hyper.get("beta"), eps=hyper.get("eps"))
+            carry["h"] = h
             if c is not None:
                 carry["c"] = c
-            outs.append(carry["h"])
+            outs.append(h)
         return torch.stack(outs).to(x.dtype), carry
 
-    out, carry = _segments(segment, u, carry, lengths)
+    out, carry = _segments(segment, x, carry, lengths)
     c = carry.get("c")
     return out, carry["h"].to(x.dtype), None if c is None else c.to(x.dtype), {n: carry[n] for n in names}
