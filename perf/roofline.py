@@ -134,10 +134,7 @@ def main(argv=None) -> int:
     for dtype in (torch.float32, torch.bfloat16):
         for r in scan_rows(device, backends, shape, dtype, iters, warmup):
             emit("scan", r)
-    numels = {"1 tensor of 100M": [100_000_000] if on_gpu else [10_000_000],
-              "200 small tensors": [2_000 + 37 * i for i in range(200)]}
-    if not on_gpu:
-        print("CPU: one tensor of 10M elements instead of 100M (memory and time); the GPU run uses 100M")
+    numels = {"1 tensor of 100M": [100_000_000], "200 small tensors": [2_000 + 37 * i for i in range(200)]}
     for r in optimizer_rows(device, ["triton", "foreach"] if on_gpu else ["foreach"], numels, iters, warmup):
         emit("optimizer", r)
     for r in recurrence_rows(device, backends, 128, 256, 784 if on_gpu else 64, iters, warmup):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.nn.common import FAMILIES, family_id, gates, random_state, reference
+from tritonrnn.reference import STATE_NAMES
 from tests.tolerance import EPS32, assert_close, tolerance
 
 
@@ -119,3 +120,39 @@ def test_triton_packed_sequence_matches_torch(device):
     assert_close(out.data, ref_out.data, torch.float32, 6)
     assert_close(h, ref_h, torch.float32, 6)
     assert_close(c, ref_c, torch.float32, 6)
+
+
+@pytest.mark.parametrize("entry", FAMILIES, ids=family_id)
+def test_triton_cells_match_torch_cells(entry, device):
+    """One step of every ...Cell on the Triton backend against the same cell on the torch backend: the new
+    hidden (and cell) state, the momentum states, and the gradients of the input, hx, state and parameters."""
+    from tests.nn.common import CELLS
+
+    cls, dynamics, hyper = entry
+    torch.manual_seed(4)
+    B, n_in, H = 3, 2, 5
+    cell = CELLS[cls](n_in, H, **hyper, backend="triton").to(device)
+    ref = CELLS[cls](n_in, H, **hyper, backend="torch").to(device)
+    ref.load_state_dict(cell.state_dict())
+    G = gates(cell)
+
+    def run(c):
+        x = torch.randn(B, n_in, generator=torch.Generator().manual_seed(5)).to(device).requires_grad_()
+        g = torch.Generator().manual_seed(6)
+        h0 = torch.randn(B, H, generator=g).to(device).requires_grad_()
+        c0 = torch.randn(B, H, generator=g).to(device).requires_grad_() if G == 4 else None
+        names = sorted(STATE_NAMES[dynamics])
+        state = {n: torch.rand(B, G * H, generator=g).to(device).requires_grad_() for n in names}
+        if cls.__name__ in ("LSTM", "RNN"):
+            new = c(x, h0 if c0 is None else (h0, c0))
+            new_state = {}
+        else:
+            new, new_state = c(x, h0 if c0 is None else (h0, c0), state, step=1)
+        outs = list(new) if isinstance(new, tuple) else [new]
+        outs += [new_state[n] for n in names]
+        leaves = [x, h0, *([c0] if c0 is not None else []), *state.values(), *c.parameters()]
+        loss = sum((o * (k + 1)).sum() for k, o in enumerate(outs))
+        return [o.detach() for o in outs] + list(torch.autograd.grad(loss, leaves))
+
+    for a, b in zip(run(cell), run(ref)):
+        assert_close(a, b, torch.float32, steps=2, scale=max(1.0, float(b.abs().max())))
