@@ -27,7 +27,7 @@ def sweep(models, providers, *, device, dtypes, grid, base, iters, warmup, out_d
     for dtype in dtypes:
         for axis, values in grid.items():
             for value in values:
-                shape = dict(PAPER_SHAPE, **base, **{axis: value})
+                shape = {**PAPER_SHAPE, **base, axis: value}
                 for model in models:
                     for provider in providers:
                         got = measure_pair(model, provider, shape, device=device, dtype=dtype, iters=iters,
