@@ -27,6 +27,7 @@ import torch
 
 from .._backend import resolve_backend
 from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
+from ..reference.cells import core_step, drive_step
 from ..schedules import restart_momentum
 
 __all__ = ["lstm_recurrence", "rnn_recurrence", "nesterov_lstm_recurrence", "momentum_lstm_recurrence"]
@@ -49,7 +50,7 @@ def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, *, backend="au
         return _empty_output(a, H), _initial(h0, a, H, a.dtype), _initial(c0, a, H, a.dtype)
     if path == "triton":
         return _kernels().lstm_recurrence(a, weight_hh, bias_hh, h0, c0, _time_major(a))
-    return _lstm_loop(a, weight_hh, bias_hh, h0, c0)
+    return _step_loop(a, weight_hh, bias_hh, h0, c0, None, core="lstm", dynamics="plain")
 
 
 def rnn_recurrence(a, weight_hh, bias_hh=None, h0=None, *, nonlinearity="tanh", backend="auto"):
@@ -66,15 +67,8 @@ def rnn_recurrence(a, weight_hh, bias_hh=None, h0=None, *, nonlinearity="tanh", 
         return _empty_output(a, H), _initial(h0, a, H, a.dtype)
     if path == "triton":
         return _kernels().rnn_recurrence(a, weight_hh, bias_hh, h0, nonlinearity, _time_major(a))
-    act = torch.tanh if nonlinearity == "tanh" else torch.relu
-    dtype = _state_dtype(a)
-    w, b = weight_hh.to(dtype), _maybe(bias_hh, dtype)
-    h = _initial(h0, a, H, dtype)
-    outs = []
-    for a_t in a.unbind(1):  # unbind, not a[:, t]: T selects would each backprop a full-size zero gradient
-        h = act(_preactivation(a_t.to(dtype), h, w, b))
-        outs.append(h)
-    return _stack(outs, a), h.to(a.dtype)
+    out, h_T, _ = _step_loop(a, weight_hh, bias_hh, h0, None, None, core=f"rnn_{nonlinearity}", dynamics="plain")
+    return out, h_T
 
 
 def nesterov_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, a0=None, *, s=1.0, restart=2,
@@ -102,18 +96,8 @@ def nesterov_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, a0=No
     if path == "triton":
         return _kernels().nesterov_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, a0, s, restart, step_offset,
                                                    _time_major(u))
-    w, b = weight_hh.to(state_dtype), _maybe(bias_hh, state_dtype)
-    h = _initial(h0, u, H, state_dtype)
-    c = _initial(c0, u, H, state_dtype)
-    a_prev = _initial(a0, u, 4 * H, state_dtype)
-    outs = []
-    for t, u_t in enumerate(u.unbind(1)):
-        mu = restart_momentum(step_offset + t, restart)
-        a_t = _preactivation(-s * u_t.to(state_dtype), h, w, b)
-        h, c = _lstm_update(a_t + mu * (a_t - a_prev), c)
-        a_prev = a_t
-        outs.append(h)
-    return _stack(outs, u), h.to(u.dtype), c.to(u.dtype), a_prev
+    lams = [restart_momentum(step_offset + t, restart) for t in range(T)]
+    return _step_loop(u, weight_hh, bias_hh, h0, c0, a0, core="lstm", dynamics="nesterov", lams=lams, s=s)
 
 
 def momentum_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, v0=None, *, mu=0.6, s=0.6, restart=None,
@@ -144,45 +128,34 @@ def momentum_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, v0=No
     if path == "triton":
         return _kernels().momentum_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, v0, mu, s, restart, step_offset,
                                                    _time_major(u))
-    w, b = weight_hh.to(state_dtype), _maybe(bias_hh, state_dtype)
-    h = _initial(h0, u, H, state_dtype)
-    c = _initial(c0, u, H, state_dtype)
-    v = _initial(v0, u, 4 * H, state_dtype)
-    outs = []
-    for t, u_t in enumerate(u.unbind(1)):
-        lam = mu if restart is None else restart_momentum(step_offset + t, restart)
-        v = lam * v + s * u_t.to(state_dtype)
-        h, c = _lstm_update(_preactivation(v, h, w, b), c)
-        outs.append(h)
-    return _stack(outs, u), h.to(u.dtype), c.to(u.dtype), v
+    lams = [mu] * T if restart is None else [restart_momentum(step_offset + t, restart) for t in range(T)]
+    return _step_loop(u, weight_hh, bias_hh, h0, c0, v0, core="lstm", dynamics="momentum", lams=lams, s=s)
 
 
 # ------------------------------------------------------------------------------------------ torch path
-def _lstm_loop(a, weight_hh, bias_hh, h0, c0):
-    B, T, _ = a.shape
+def _step_loop(a, weight_hh, bias_hh, h0, c0, carried0, *, core, dynamics, lams=None, s=None):
+    """The torch path: the reference's own step (reference.drive_step / core_step, SPEC §1.1-1.3) over the
+    time steps of a [B, T, G·H], fp32 state. `carried0` is the family's carried state (v for momentum, a for
+    Nesterov). Returns (h [B, T, H] in a's layout and dtype, h_T, c_T (None for the RNN core) in a's dtype),
+    plus the carried state (fp32) when the family has one."""
     H = weight_hh.shape[1]
     dtype = _state_dtype(a)
-    w, b = weight_hh.to(dtype), _maybe(bias_hh, dtype)
+    w, b = weight_hh.to(dtype), (0.0 if bias_hh is None else bias_hh.to(dtype))
     h = _initial(h0, a, H, dtype)
-    c = _initial(c0, a, H, dtype)
+    c = _initial(c0, a, H, dtype) if core == "lstm" else None
+    state = {"v": None, "m": None, "a": None}
+    carried = {"momentum": "v", "nesterov": "a"}.get(dynamics)
+    if carried:
+        state[carried] = _initial(carried0, a, a.shape[2], dtype)
     outs = []
-    for a_t in a.unbind(1):
-        h, c = _lstm_update(_preactivation(a_t.to(dtype), h, w, b), c)
+    for t, a_t in enumerate(a.unbind(1)):  # unbind, not a[:, t]: T selects would each backprop a full-size zero
+        z, state["v"], state["m"], state["a"] = drive_step(
+            a_t.to(dtype), h, state["v"], state["m"], state["a"], w, b, dynamics=dynamics,
+            lam=None if lams is None else lams[t], s=s, beta=None, eps=None)
+        h, c = core_step(z, c, None, core=core)
         outs.append(h)
-    return _stack(outs, a), h.to(a.dtype), c.to(a.dtype)
-
-
-def _preactivation(a_t, h, w, b):
-    """z_t = a_t + W_hh h_{t-1} + b_hh (SPEC §1.1)."""
-    z = torch.addmm(a_t, h, w.t())
-    return z + b if b is not None else z
-
-
-def _lstm_update(z, c):
-    """SPEC §1.1 pointwise LSTM update, gates in nn.LSTM order (i, f, g, o)."""
-    z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
-    c = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * torch.tanh(z_g)
-    return torch.sigmoid(z_o) * torch.tanh(c), c
+    result = (_stack(outs, a), h.to(a.dtype), None if c is None else c.to(a.dtype))
+    return result + (state[carried],) if carried else result
 
 
 def _stack(outs, a):
