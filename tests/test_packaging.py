@@ -1,0 +1,106 @@
+"""The wheel: kernels/ and perf/ ship inside the package as tritonrnn.kernels and tritonrnn.perf (pyproject's
+package-dir mapping), never as top-level `kernels` / `perf`, and its version is tritonrnn.__version__.
+
+The wheel is built without build isolation (no network) from a copy of the checkout in a temporary
+directory, so the checkout gets no build/ or egg-info from this test. It needs setuptools >= 77 in the
+running environment (pyproject uses the PEP 639 `license = "MIT"` string, which older setuptools reject);
+otherwise the test skips and says why.
+"""
+import importlib.metadata
+import importlib.util
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import tritonrnn
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET_S = 60
+SETUPTOOLS_PEP639 = (77, 0)
+
+
+def _version_tuple(text):
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _require_build_backend():
+    # Versions from the installed metadata: importing setuptools here would patch distutils in-process.
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not importable: cannot build a wheel without build isolation")
+    setuptools_version = importlib.metadata.version("setuptools")
+    if _version_tuple(setuptools_version) < SETUPTOOLS_PEP639:
+        pytest.skip(f"setuptools {setuptools_version} is older than 77, which the PEP 639 license field "
+                    "in pyproject.toml needs (pip install \"setuptools>=77\" to run this test)")
+    if importlib.util.find_spec("wheel") is None and _version_tuple(setuptools_version) < (70, 1):
+        pytest.skip("neither the wheel package nor a setuptools with bdist_wheel (>= 70.1) is importable")
+    if importlib.util.find_spec("pip") is None:
+        pytest.skip("pip is not importable")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    _require_build_backend()
+    tmp = tmp_path_factory.mktemp("wheel")
+    src, out = tmp / "src", tmp / "out"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "runs", ".whl",
+        "venv", ".venv"))
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
+         "-w", str(out), str(src)],
+        capture_output=True, text=True, timeout=BUDGET_S)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert elapsed < BUDGET_S
+    wheels = sorted(out.glob("tritonrnn-*.whl"))
+    assert len(wheels) == 1, [p.name for p in out.iterdir()]
+    return wheels[0]
+
+
+def _names(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.namelist()
+
+
+@pytest.mark.parametrize("path", ["tritonrnn/__init__.py", "tritonrnn/kernels/scan.py",
+                                  "tritonrnn/perf/papers_table.py", "tritonrnn/nn/modules.py"])
+def test_wheel_contains(wheel, path):
+    assert path in _names(wheel)
+
+
+def test_wheel_has_no_top_level_kernels_or_perf(wheel):
+    names = _names(wheel)
+    top = {name.split("/", 1)[0] for name in names}
+    assert "kernels" not in top and "perf" not in top, sorted(top)
+    assert not [n for n in names if n.startswith(("kernels/", "perf/"))]
+    # Everything is under the package or its .dist-info.
+    assert all(t == "tritonrnn" or t.endswith(".dist-info") for t in top), sorted(top)
+
+
+def test_wheel_ships_every_source_module(wheel):
+    """Every .py under tritonrnn/, kernels/ and perf/ of the checkout is in the wheel, at its mapped path."""
+    names = set(_names(wheel))
+    expected = {f"tritonrnn/{p.relative_to(ROOT / 'tritonrnn').as_posix()}"
+                for p in (ROOT / "tritonrnn").rglob("*.py")}
+    expected |= {f"tritonrnn/{d}/{p.relative_to(ROOT / d).as_posix()}"
+                 for d in ("kernels", "perf") for p in (ROOT / d).rglob("*.py")}
+    assert expected - names == set()
+
+
+def test_wheel_version_is_package_version(wheel):
+    # Wheel filename: {name}-{version}-{python}-{abi}-{platform}.whl
+    assert wheel.name.split("-")[1] == tritonrnn.__version__
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(f"tritonrnn-{tritonrnn.__version__}.dist-info/METADATA").decode()
+    versions = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Version:")]
+    assert versions == [tritonrnn.__version__]
