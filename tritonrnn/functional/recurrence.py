@@ -80,24 +80,9 @@ def nesterov_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, a0=No
 
     u: [B, T, 4H] the input drive W_ih x_t + b_ih; h0, c0: [B, H]; a0: [B, 4H]. Returns
     (h [B, T, H] in u's dtype and memory layout, h_T, c_T [B, H] in u's dtype, a_T [B, 4H] fp32)."""
-    H = _check_core(u, "u", weight_hh, bias_hh, 4)
-    h0 = _check_state(h0, "h0", u, H)
-    c0 = _check_state(c0, "c0", u, H)
-    a0 = _check_state(a0, "a0", u, 4 * H)
-    s = check_float(s, "s")
     restart = check_int(restart, "restart", low=1)
-    step_offset = check_int(step_offset, "step_offset", low=0)
-    path = _backend(backend, u, "u")
-    B, T, _ = u.shape
-    state_dtype = _state_dtype(u)
-    if B * T * H == 0:
-        return (_empty_output(u, H), _initial(h0, u, H, u.dtype), _initial(c0, u, H, u.dtype),
-                _initial(a0, u, 4 * H, state_dtype))
-    if path == "triton":
-        return _kernels().nesterov_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, a0, s, restart, step_offset,
-                                                   _time_major(u))
-    lams = [restart_momentum(step_offset + t, restart) for t in range(T)]
-    return _step_loop(u, weight_hh, bias_hh, h0, c0, a0, core="lstm", dynamics="nesterov", lams=lams, s=s)
+    return _carried_lstm("nesterov", u, weight_hh, bias_hh, h0, c0, a0, "a0", mu=None, s=s, restart=restart,
+                         step_offset=step_offset, backend=backend)
 
 
 def momentum_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, v0=None, *, mu=0.6, s=0.6, restart=None,
@@ -110,26 +95,38 @@ def momentum_lstm_recurrence(u, weight_hh, bias_hh=None, h0=None, c0=None, v0=No
 
     u: [B, T, 4H] the input drive W_ih x_t + b_ih; h0, c0: [B, H]; v0: [B, 4H]. Returns
     (h [B, T, H] in u's dtype and memory layout, h_T, c_T [B, H] in u's dtype, v_T [B, 4H] fp32)."""
+    mu = check_float(mu, "mu", low=0.0, high=1.0, high_open=True)
+    if restart is not None:
+        restart = check_int(restart, "restart", low=1)
+    return _carried_lstm("momentum", u, weight_hh, bias_hh, h0, c0, v0, "v0", mu=mu, s=s, restart=restart,
+                         step_offset=step_offset, backend=backend)
+
+
+def _carried_lstm(dynamics, u, weight_hh, bias_hh, h0, c0, carried0, carried_name, *, mu, s, restart, step_offset,
+                  backend):
+    """The shared body of the LSTM recurrences that carry a drive state (a for Nesterov, v for momentum):
+    checks, the empty case, then the fused kernel or the torch step loop. λ_t is `mu`, or the restart
+    schedule of step step_offset + t when `restart` is given."""
     H = _check_core(u, "u", weight_hh, bias_hh, 4)
     h0 = _check_state(h0, "h0", u, H)
     c0 = _check_state(c0, "c0", u, H)
-    v0 = _check_state(v0, "v0", u, 4 * H)
-    mu = check_float(mu, "mu", low=0.0, high=1.0, high_open=True)
+    carried0 = _check_state(carried0, carried_name, u, 4 * H)
     s = check_float(s, "s")
-    if restart is not None:
-        restart = check_int(restart, "restart", low=1)
     step_offset = check_int(step_offset, "step_offset", low=0)
     path = _backend(backend, u, "u")
     B, T, _ = u.shape
-    state_dtype = _state_dtype(u)
     if B * T * H == 0:
         return (_empty_output(u, H), _initial(h0, u, H, u.dtype), _initial(c0, u, H, u.dtype),
-                _initial(v0, u, 4 * H, state_dtype))
+                _initial(carried0, u, 4 * H, _state_dtype(u)))
     if path == "triton":
-        return _kernels().momentum_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, v0, mu, s, restart, step_offset,
-                                                   _time_major(u))
+        kernels = _kernels()
+        if dynamics == "nesterov":
+            return kernels.nesterov_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, carried0, s, restart, step_offset,
+                                                    _time_major(u))
+        return kernels.momentum_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, carried0, mu, s, restart, step_offset,
+                                                _time_major(u))
     lams = [mu] * T if restart is None else [restart_momentum(step_offset + t, restart) for t in range(T)]
-    return _step_loop(u, weight_hh, bias_hh, h0, c0, v0, core="lstm", dynamics="momentum", lams=lams, s=s)
+    return _step_loop(u, weight_hh, bias_hh, h0, c0, carried0, core="lstm", dynamics=dynamics, lams=lams, s=s)
 
 
 # ------------------------------------------------------------------------------------------ torch path
