@@ -27,9 +27,9 @@ def momentum_scan(u, mu, s, v0=None, *, restart=None, step_offset=0):
     dtype = _compute_dtype(u)
     v = _initial(v0, u, dtype)
     out = []
-    for t in range(u.shape[1]):
+    for t, u_t in enumerate(u.unbind(1)):  # unbind, not u[:, t]: one backward node, not T full-size gradients
         lam = mu if restart is None else restart_momentum(step_offset + t, restart)
-        v = lam * v + s * u[:, t].to(dtype)
+        v = lam * v + s * u_t.to(dtype)
         out.append(v)
     return _stack(out, u), v
 
@@ -41,8 +41,8 @@ def adam_scan(u, mu, s, beta, eps, v0=None, m0=None):
     v = _initial(v0, u, dtype)
     m = _initial(m0, u, dtype)
     out = []
-    for t in range(u.shape[1]):
-        ut = u[:, t].to(dtype)
+    for u_t in u.unbind(1):
+        ut = u_t.to(dtype)
         v = mu * v + s * ut
         m = beta * m + (1.0 - beta) * ut * ut
         out.append(v / (sqrt0(m) + eps))
