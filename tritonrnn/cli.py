@@ -133,7 +133,9 @@ def train(args) -> int:
     out_dir = args.out or os.path.join("runs", f"train-{args.task}-{stamp}")
     os.makedirs(out_dir, exist_ok=True)
 
-    eval_x, eval_y = task.sample(256 if synthetic or args.task == "copying" else 256, generator=args.seed + 10_000)
+    # held-out data: a seed the training stream never uses, and the test split where the task has one
+    held_out = {"split": "test"} if hasattr(task, "split_size") else {}
+    eval_x, eval_y = task.sample(256, generator=args.seed + 10_000, **held_out)
     print(f"task {args.task}: input {task.input_size}, output {task.output_size}, T = {task.seq_len}; "
           f"{task.metric_name} at chance = {task.chance:.4f}; threshold {threshold:.4f}")
     print(f"optimizer {args.optimizer} (lr {lr}), {args.steps} steps of batch {args.batch}, hidden {args.hidden}, "
