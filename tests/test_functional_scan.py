@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from tests.tolerance import tolerance
+from tests.tolerance import assert_close
 from tritonrnn.functional.scan import adam_scan, momentum_scan, rmsprop_scan
 from tritonrnn.reference import scans as ref
 
@@ -34,12 +34,6 @@ def adam_decomposed(u_v, u_m, mu, s, beta, eps, v0=None, m0=None):
     m_seq, mT = ref.momentum_scan(u_m * u_m, beta, 1.0 - beta, m0)
     v_seq, m_seq = v_seq.to(torch.float64), m_seq.to(torch.float64)
     return v_seq / (ref.sqrt0(m_seq) + eps), vT, mT
-
-
-def assert_close(actual, expected, dtype, steps, scale, msg):
-    """tests.tolerance's (rtol, atol), underflow floor included, with a message."""
-    rtol, atol = tolerance(dtype, steps, scale)
-    torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol, msg=msg)
 
 
 def _leaf(x):
