@@ -264,25 +264,32 @@ def _native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, stat
         weights.append(w_hr)
     drive = drive.contiguous()
     hx = (h0[None], c0[None]) if core == "lstm" else h0[None]
-    with warnings.catch_warnings():
-        # cuDNN warns that per-call weight lists are not one flattened buffer; they cannot be here.
-        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory.*")
-        if lengths is None:
-            result = _NATIVE[core](drive, hx, weights, has_biases, 1, 0.0, False, False, False)
-            out = result[0]
-        else:
-            packed = torch.nn.utils.rnn.pack_padded_sequence(drive, lengths, enforce_sorted=False)
-            order = packed.sorted_indices.to(x.device)
-            hx = tuple(h.index_select(1, order) for h in hx) if core == "lstm" else hx.index_select(1, order)
-            result = _NATIVE[core](packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, False, False)
-            out_packed = torch.nn.utils.rnn.PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices,
-                                                           packed.unsorted_indices)
-            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, total_length=T)
-            unorder = packed.unsorted_indices.to(x.device)
-            result = (out,) + tuple(r.index_select(1, unorder) for r in result[1:])
+    if torch.compiler.is_compiling():  # dynamo cannot trace warning filters; compiled graphs do not warn
+        out, result = _native_call(core, drive, hx, weights, has_biases, lengths, T)
+    else:
+        with warnings.catch_warnings():
+            # cuDNN warns that per-call weight lists are not one flattened buffer; they cannot be here.
+            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory.*")
+            out, result = _native_call(core, drive, hx, weights, has_biases, lengths, T)
     h = result[1][0]
     c = result[2][0] if core == "lstm" else None
     return out, h, c, ({} if dynamics == "plain" else {"v": v_T})
+
+
+def _native_call(core, drive, hx, weights, has_biases, lengths, T):
+    """torch's native LSTM/RNN on one layer (packed by `lengths` when rows stop early): (out, result)."""
+    if lengths is None:
+        result = _NATIVE[core](drive, hx, weights, has_biases, 1, 0.0, False, False, False)
+        return result[0], result
+    packed = torch.nn.utils.rnn.pack_padded_sequence(drive, lengths, enforce_sorted=False)
+    order = packed.sorted_indices.to(drive.device)
+    hx = tuple(h.index_select(1, order) for h in hx) if core == "lstm" else hx.index_select(1, order)
+    result = _NATIVE[core](packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, False, False)
+    out_packed = torch.nn.utils.rnn.PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices,
+                                                   packed.unsorted_indices)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, total_length=T)
+    unorder = packed.unsorted_indices.to(drive.device)
+    return out, (out,) + tuple(r.index_select(1, unorder) for r in result[1:])
 
 
 def _decay(dynamics, hyper, step0, T, dtype, device):
