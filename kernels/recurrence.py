@@ -6,6 +6,8 @@ Given the precomputed drive a [B, T, G·H] (the input dynamics of SPEC §1.2 run
     LSTM (G = 4, rows i, f, g, o of W_hh as nn.LSTM): c_t = σ(z_f)⊙c_{t-1} + σ(z_i)⊙tanh(z_g),
                                                      h_t = σ(z_o)⊙tanh(c_t)
     RNN  (G = 1): h_t = tanh(z_t) or relu(z_t)
+    orthogonal RNN (G = 1, DTRIV core):  z_t = a_t + U h_{t-1} (no additive bias), h_t = modReLU(z_t) =
+                                       sign(z_t)·relu(|z_t| + b), b [H] passed in the bias slot.
     NesterovLSTM (SPEC §1.3, drive u): a_t = (W_hh h_{t-1} + b_hh) − s u_t,
                                        z_t = a_t + μ_t (a_t − a_{t-1}), LSTM update on z_t.
     fused momentum LSTM (SPEC §1.2 momentum / restart, drive u): v_t = λ_t v_{t-1} + s u_t,
@@ -61,8 +63,9 @@ RNN_TANH = 1
 RNN_RELU = 2
 NESTEROV_LSTM = 3  # SPEC §1.3, drive u, carried state a_t
 MOMENTUM_LSTM = 4  # SPEC §1.2 momentum / restart drive fused into the loop, drive u, carried state v_t
+RNN_MODRELU = 5  # orthogonal RNN (DTRIV): h_t = modReLU(a_t + U h_{t-1}), b_ptr holds the modReLU bias
 
-GATES = {LSTM: 4, RNN_TANH: 1, RNN_RELU: 1, NESTEROV_LSTM: 4, MOMENTUM_LSTM: 4}
+GATES = {LSTM: 4, RNN_TANH: 1, RNN_RELU: 1, NESTEROV_LSTM: 4, MOMENTUM_LSTM: 4, RNN_MODRELU: 1}
 # No software pipelining: the launch compiles exactly what AOT_CONFIGS reports (registers, zero spills),
 # and prefetching W tiles pays little in a loop whose cost is the per-step latency (KERNELS.md §2).
 NUM_STAGES = 1
@@ -144,7 +147,7 @@ def _recurrence_fwd_kernel(
     rows = pid * BB + tl.arange(0, BB)
     rmask = rows < B
     rows64 = rows.to(tl.int64)
-    G: tl.constexpr = 1 if (CELL == 1 or CELL == 2) else 4
+    G: tl.constexpr = 1 if (CELL == 1 or CELL == 2 or CELL == 5) else 4
     GH = G * H
     a_gate = tl.cast(H, tl.int64) * stride_ac  # from one gate's columns of a to the next
     for t in range(T):
@@ -171,7 +174,7 @@ def _recurrence_fwd_kernel(
                     acc1 += tl.dot(hk, _w_t_tile(w_ptr, 1, H, ks, cols, kmask, cmask))
                     acc2 += tl.dot(hk, _w_t_tile(w_ptr, 2, H, ks, cols, kmask, cmask))
                     acc3 += tl.dot(hk, _w_t_tile(w_ptr, 3, H, ks, cols, kmask, cmask))
-            if HAS_BIAS:
+            if HAS_BIAS and CELL != 5:  # the modReLU bias enters the nonlinearity, not z
                 acc0 += tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
                 if G == 4:
                     acc1 += tl.load(b_ptr + H + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
@@ -206,8 +209,14 @@ def _recurrence_fwd_kernel(
             else:
                 if CELL == 1:
                     h = _tanh(z0)
-                else:
+                elif CELL == 2:
                     h = tl.maximum(z0, 0.0)
+                else:
+                    # modReLU(z) = sign(z)·relu(|z| + b) (Arjovsky et al.; DTRIV's modrelu)
+                    h = tl.abs(z0)
+                    if HAS_BIAS:
+                        h += tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+                    h = tl.where(z0 > 0.0, 1.0, tl.where(z0 < 0.0, -1.0, 0.0)) * tl.maximum(h, 0.0)
             tl.store(hs_ptr + cur + h_base, h, mask=m2)
             o_off = rows64[:, None] * stride_ob + t64 * stride_ot + cols.to(tl.int64)[None, :] * stride_oc
             tl.store(out_ptr + o_off, h.to(out_ptr.dtype.element_ty), mask=m2)
@@ -228,7 +237,7 @@ def _recurrence_bwd_kernel(
     rows = pid * BB + tl.arange(0, BB)
     rmask = rows < B
     rows64 = rows.to(tl.int64)
-    G: tl.constexpr = 1 if (CELL == 1 or CELL == 2) else 4
+    G: tl.constexpr = 1 if (CELL == 1 or CELL == 2 or CELL == 5) else 4
     GH = G * H
     for tt in range(T):
         t = T - 1 - tt
@@ -291,8 +300,12 @@ def _recurrence_bwd_kernel(
                 h = tl.load(hs_ptr + cur + h_base, mask=m2, other=0.0)
                 if CELL == 1:
                     dz0 = dh * (1.0 - h * h)
-                else:
+                elif CELL == 2:
                     dz0 = tl.where(h > 0.0, dh, 0.0)
+                else:
+                    # modReLU: z + b·sign(z) where |z| + b > 0 (there h != 0, slope 1), else 0; so h alone
+                    # decides, and db = Σ dz·sign(h) is formed by the launcher.
+                    dz0 = tl.where(h != 0.0, dh, 0.0)
                 tl.store(dz_ptr + g_off, dz0, mask=m2)
         # Step t-1 reads all of dz_t, written by other threads of this program.
         tl.debug_barrier()
@@ -460,7 +473,8 @@ class LSTMRecurrenceFunction(torch.autograd.Function):
 
 
 class RNNRecurrenceFunction(torch.autograd.Function):
-    """(a, W_hh, b_hh, h0, cell, time_major, save) -> (h [B,T,H], h_T); cell is RNN_TANH or RNN_RELU."""
+    """(a, W_hh, b_hh, h0, cell, time_major, save) -> (h [B,T,H], h_T); cell is RNN_TANH, RNN_RELU or
+    RNN_MODRELU (b_hh then is the modReLU bias)."""
 
     @staticmethod
     def forward(ctx, a, weight_hh, bias_hh, h0, cell, time_major, save):
@@ -480,6 +494,8 @@ class RNNRecurrenceFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad
         da = dz.transpose(0, 1).to(ctx.a_dtype) if needs[0] else None
         dw, db, dh0 = _weight_grads(dz, hs, weight_hh, bias_hh, h0, needs[1:4])
+        if ctx.cell == RNN_MODRELU and db is not None:  # ∂h/∂b = sign(z) = sign(h) where the slope is 1
+            db = (dz * torch.sign(hs[1:])).sum((0, 1)).to(bias_hh.dtype)
         return da, dw, db, dh0, None, None, None
 
 
@@ -549,8 +565,8 @@ def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, time_major=Fal
 
 
 def rnn_recurrence(a, weight_hh, bias_hh=None, h0=None, nonlinearity="tanh", time_major=False):
-    """Triton RNN core on validated inputs: (h, h_T)."""
-    cell = RNN_TANH if nonlinearity == "tanh" else RNN_RELU
+    """Triton RNN core on validated inputs: (h, h_T). nonlinearity "modrelu": bias_hh is the modReLU bias."""
+    cell = {"tanh": RNN_TANH, "relu": RNN_RELU, "modrelu": RNN_MODRELU}[nonlinearity]
     return RNNRecurrenceFunction.apply(a, weight_hh, bias_hh, h0, cell, time_major,
                                        _save(a, weight_hh, bias_hh, h0))
 
@@ -597,7 +613,7 @@ def _aot(name, cell, dtype, H, save=True, has_bias=True, has_dout=True, default=
         cons = {"CELL": cell, "HAS_DOUT": has_dout, **blocks}
         kernel = _recurrence_bwd_kernel
     cell_name = {LSTM: "lstm", RNN_TANH: "rnn_tanh", RNN_RELU: "rnn_relu", NESTEROV_LSTM: "nesterov_lstm",
-                 MOMENTUM_LSTM: "momentum_lstm"}[cell]
+                 MOMENTUM_LSTM: "momentum_lstm", RNN_MODRELU: "rnn_modrelu"}[cell]
     suffix = "" if save else "_infer"
     return AotConfig(f"recurrence_{name}_{cell_name}_{dtype}_H{H}{suffix}", kernel, sig, cons,
                      num_warps=warps, num_stages=NUM_STAGES, default=default)
@@ -612,6 +628,10 @@ AOT_CONFIGS = [
 ] + [
     _aot("fwd", RNN_RELU, "fp16", 256),
     _aot("bwd", RNN_RELU, "fp16", 256),
+    _aot("fwd", RNN_MODRELU, "fp32", 256),
+    _aot("bwd", RNN_MODRELU, "fp32", 256),
+    _aot("fwd", RNN_MODRELU, "bf16", 1024),
+    _aot("bwd", RNN_MODRELU, "bf16", 1024),
     _aot("fwd", LSTM, "bf16", 256, save=False),
     _aot("fwd", NESTEROV_LSTM, "fp32", 256),
     _aot("bwd", NESTEROV_LSTM, "fp32", 256),
