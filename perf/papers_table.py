@@ -7,7 +7,14 @@ evaluation μs/sample = forward under no_grad. Every provider is measured in the
   torch.nn            torch.nn.LSTM / nn.RNN (cuDNN on GPU, the native kernels on CPU) — the plain-core peer,
   eager               the reference cell: a Python loop of torch ops, as the papers' code,
   compiled            torch.compile of that cell's step, looped in Python.
-Run: `python -m tritonrnn.perf.papers_table [--models ...] [--providers ...] [--iters N]` or `python -m tritonrnn bench`.
+The orthogonal (DTRIV, modReLU) and IndRNN cores of issue #8 have no torch.nn / cuDNN form: their peers are the
+eager and compiled reference cells only (core "rnn_modrelu" / "indrnn"). Their rows are measured at the same
+shape; the orthogonal modules materialise U = exp(A) once per forward (inside the timed iteration, for every
+provider, as the reference peers read the same U), and the IndRNN rows use recurrent_max = 2^(1/T) (the IndRNN
+paper's bound for relu), clipped in the forward for every provider.
+Run: `python -m tritonrnn.perf.papers_table [--models ...] [--rows SUBSTR,...] [--providers ...] [--iters N]
+[--warmup N] [--batch B] [--seq-len T]` or `python -m tritonrnn bench ...`. A run at another shape than the
+paper's is labelled "reduced shape" in its Markdown and its files are named papers_table_reduced-...
 """
 from __future__ import annotations
 
@@ -26,7 +33,15 @@ MODELS = {
     "RMSPropLSTM": ("lstm", "rmsprop"), "SRLSTM": ("lstm", "restart"), "NesterovLSTM": ("lstm", "nesterov"),
     "RNN": ("rnn_tanh", "plain"), "MomentumRNN": ("rnn_tanh", "momentum"), "AdamRNN": ("rnn_tanh", "adam"),
     "RMSPropRNN": ("rnn_tanh", "rmsprop"), "SRRNN": ("rnn_tanh", "restart"),
+    # issue #8 cores (tritonrnn.nn.cores): no torch.nn / cuDNN peer
+    "OrthogonalRNN": ("rnn_modrelu", "plain"), "MomentumOrthogonalRNN": ("rnn_modrelu", "momentum"),
+    "SROrthogonalRNN": ("rnn_modrelu", "restart"), "AdamOrthogonalRNN": ("rnn_modrelu", "adam"),
+    "RMSPropOrthogonalRNN": ("rnn_modrelu", "rmsprop"),
+    "IndRNN": ("indrnn", "plain"), "MomentumIndRNN": ("indrnn", "momentum"), "SRIndRNN": ("indrnn", "restart"),
+    "AdamIndRNN": ("indrnn", "adam"), "RMSPropIndRNN": ("indrnn", "rmsprop"),
 }
+# Cores measured only against the reference peers (no torch.nn module computes them).
+NO_TORCH_NN = {"rnn_modrelu": "torch.nn has no orthogonal (modReLU) RNN", "indrnn": "torch.nn has no IndRNN"}
 # The paper's published figures (training, evaluation) in μs/sample, on an older GPU: orientation only.
 PUBLISHED = {"LSTM": (6.18, 2.52), "MomentumLSTM": (7.43, 3.16), "AdamLSTM": (10.34, 4.07),
              "RMSPropLSTM": (9.94, 3.96), "SRLSTM": (8.34, 3.16)}
@@ -56,11 +71,20 @@ class ReferenceBody(nn.Module):
     def forward(self, x):
         from tritonrnn.reference import recurrent_layer
 
-        p = dict(self.module.named_parameters())
-        hyper = {k: getattr(self.module, k) for k in ("mu", "s", "beta", "eps", "restart") if hasattr(self.module, k)}
+        m = self.module
+        # getattr, not named_parameters: the orthogonal core's weight_hh is a parametrization (U = exp(A),
+        # materialised here once per forward as the module does), and IndRNN's w is read clipped to
+        # recurrent_max as the module's forward reads it.
+        w_hh = m._recurrent_weight("l0") if hasattr(m, "_recurrent_weight") else m.weight_hh_l0
+        hyper = {k: getattr(m, k) for k in ("mu", "s", "beta", "eps", "restart") if hasattr(m, k)}
         kwargs = {} if self.step is None else {"step_fn": self.step}
-        return recurrent_layer(x, p["weight_ih_l0"], p["weight_hh_l0"], p.get("bias_ih_l0"), p.get("bias_hh_l0"),
+        return recurrent_layer(x, m.weight_ih_l0, w_hh, getattr(m, "bias_ih_l0", None), getattr(m, "bias_hh_l0", None),
                                core=self.core, dynamics=self.dynamics, **hyper, **kwargs)
+
+
+def module_kwargs(model_name: str, shape: dict) -> dict:
+    """Constructor arguments beyond (input, hidden, backend): IndRNN's recurrent_max = 2^(1/T) (IndRNN paper)."""
+    return {"recurrent_max": 2.0 ** (1.0 / shape["seq_len"])} if MODELS[model_name][0] == "indrnn" else {}
 
 
 def build(model_name: str, provider: str, shape: dict, device, dtype):
@@ -69,8 +93,11 @@ def build(model_name: str, provider: str, shape: dict, device, dtype):
 
     core, dynamics = MODELS[model_name]
     H = shape["hidden_size"]
+    extra = module_kwargs(model_name, shape)
     torch.manual_seed(0)
     if provider == "torch.nn":
+        if core in NO_TORCH_NN:
+            return NO_TORCH_NN[core]
         if dynamics != "plain":
             return "torch.nn has no momentum cells"
         body = nn.LSTM(shape["input_size"], H) if core == "lstm" else nn.RNN(shape["input_size"], H)
@@ -78,9 +105,9 @@ def build(model_name: str, provider: str, shape: dict, device, dtype):
         backend = provider.split(":", 1)[1]
         if backend == "triton" and torch.device(device).type != "cuda":
             return "the Triton backend runs on CUDA (on CPU only under the interpreter, which is not timed)"
-        body = getattr(tritonrnn, model_name)(shape["input_size"], H, backend=backend)
+        body = getattr(tritonrnn, model_name)(shape["input_size"], H, backend=backend, **extra)
     elif provider in ("eager", "compiled"):
-        module = getattr(tritonrnn, model_name)(shape["input_size"], H, backend="torch")
+        module = getattr(tritonrnn, model_name)(shape["input_size"], H, backend="torch", **extra)
         step = None
         if provider == "compiled":
             from tritonrnn.reference import cell_step
@@ -147,9 +174,12 @@ def run(models, providers, *, device, dtype=torch.float32, shape=None, iters=Non
     iters = iters or (50 if on_gpu else 3)       # SPEC §3: ≥ 50 timed, ≥ 10 warm-up on GPU
     warmup = warmup or (10 if on_gpu else 1)
     env = environment(device)
-    csv_path = result_path(out_dir, "papers_table", env)
+    reduced = is_reduced(shape)
+    csv_path = result_path(out_dir, file_label(shape), env)
+    protocol = iters >= 50 and warmup >= 10
     log(f"papers' table on {env['device']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']}); "
-        f"{iters} timed iterations after {warmup} warm-up{'' if on_gpu else ' (CPU: fewer than the GPU protocol)'}")
+        f"{iters} timed iterations after {warmup} warm-up{'' if protocol else ' (fewer than the SPEC §3 protocol)'}"
+        + (f"; REDUCED SHAPE {shape_text(shape)}" if reduced else ""))
     rows, jobs = [], [(m, p) for m in models for p in providers]
     for n, (model_name, provider) in enumerate(jobs, 1):
         got = measure_pair(model_name, provider, shape, device=device, dtype=dtype, iters=iters, warmup=warmup,
@@ -165,10 +195,40 @@ def run(models, providers, *, device, dtype=torch.float32, shape=None, iters=Non
     return csv_path, md_path, png_path
 
 
+def is_reduced(shape: dict) -> bool:
+    """True when `shape` is not the paper's timing shape (its figures are then not the papers' table)."""
+    return any(shape[k] != PAPER_SHAPE[k] for k in PAPER_SHAPE)
+
+
+def shape_text(shape: dict) -> str:
+    return (f"batch {shape['batch']}, T {shape['seq_len']}, input {shape['input_size']}, "
+            f"hidden {shape['hidden_size']}")
+
+
+def file_label(shape: dict) -> str:
+    """papers_table at the paper's shape; papers_table-reduced-b<B>-t<T>-h<H> at any other (one shape per file)."""
+    if not is_reduced(shape):
+        return "papers_table"
+    return f"papers_table-reduced-b{shape['batch']}-t{shape['seq_len']}-i{shape['input_size']}-h{shape['hidden_size']}"
+
+
+def select_models(models=None, rows=None) -> list:
+    """Model names from an exact list (`models`) and/or case-insensitive substrings (`rows`), in MODELS order."""
+    chosen = list(MODELS) if models is None else list(models)
+    if rows:
+        subs = [r.lower() for r in rows]
+        chosen = [m for m in chosen if any(sub in m.lower() for sub in subs)]
+    return chosen
+
+
 def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
-    lines = [f"# Papers' table — {env['device']}", "",
+    title = f"# Papers' table — {env['device']}"
+    if is_reduced(shape):
+        title = (f"# REDUCED SHAPE ({shape_text(shape)}; the paper's is {shape_text(PAPER_SHAPE)}) — "
+                 f"papers' table rows — {env['device']}")
+    lines = [title, "",
              f"torch {env['torch']}, triton {env['triton']}, commit {env['commit']}, {env['timestamp']}; "
-             f"batch {shape['batch']}, T {shape['seq_len']}, input {shape['input_size']}, hidden {shape['hidden_size']}; "
+             f"{shape_text(shape)}; "
              f"median (p50) of {iters} timed iterations after {warmup} warm-up, μs/sample, training / evaluation.", "",
              "| model | " + " | ".join(providers) + " | paper (older GPU) |",
              "|---|" + "---|" * (len(providers) + 1)]
@@ -181,7 +241,16 @@ def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
         pub = PUBLISHED.get(model)
         cells.append(f"{pub[0]} / {pub[1]}" if pub else "—")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", "— : not measured (torch.nn has no momentum cells; the Triton backend is timed on CUDA only)."]
+    lines += ["", "— : not measured (torch.nn has no momentum cells and no orthogonal / IndRNN core; the Triton "
+                  "backend is timed on CUDA only)."]
+    if any(MODELS[m][0] == "indrnn" for m in models):
+        lines.append(f"IndRNN rows: recurrent_max = 2^(1/T) = {2.0 ** (1.0 / shape['seq_len']):.6f}, clipped in the "
+                     "forward for every provider.")
+    if any(MODELS[m][0] == "rnn_modrelu" for m in models):
+        lines.append("Orthogonal rows: U = exp(A) materialised once per forward (matrix_exp parametrization) for "
+                     "every provider; no torch.nn peer exists.")
+    if is_reduced(shape):
+        lines.append("Reduced shape: these figures are not comparable with the paper-shape table or the paper's.")
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +283,9 @@ def bar_chart(rows, path, env) -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tritonrnn bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated case-insensitive substrings: keep the models whose name contains one "
+                             "(e.g. --rows Orthogonal,IndRNN)")
     parser.add_argument("--providers", default=None, help="comma-separated (default: all that run on the device)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -222,12 +294,23 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=PAPER_SHAPE["batch"])
     parser.add_argument("--seq-len", type=int, default=PAPER_SHAPE["seq_len"])
     parser.add_argument("--hidden-size", type=int, default=PAPER_SHAPE["hidden_size"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU: torch.set_num_threads(N) first (the device name in the files records it); on a "
+                             "shared, oversubscribed machine 1 thread avoids OpenMP barrier stalls")
     parser.add_argument("--out-dir", default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
+    if args.rows is not None:
+        models = select_models(models, [r.strip() for r in args.rows.split(",") if r.strip()])
+        if not models:
+            parser.error(f"--rows {args.rows!r} matches none of {list(MODELS)}")
     providers = default_providers(args.device) if args.providers is None else [p.strip() for p in args.providers.split(",")]
     shape = dict(batch=args.batch, seq_len=args.seq_len, hidden_size=args.hidden_size)
     csv_path, md_path, png_path = run(models, providers, device=args.device, dtype=getattr(torch, args.dtype),

@@ -55,3 +55,131 @@ def test_check_runs_the_kernels_against_the_torch_paths(tmp_path):
     stdout = _run(["check", "--quick"], tmp_path, timeout=900)
     assert "verdict: all kernels agree" in stdout
     assert stdout.count("PASS") >= 10
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The orthogonal (DTRIV) and IndRNN cores of issue #8 on the command line and in the papers' table.
+@pytest.fixture
+def one_thread():
+    """Run in-process CLI training on one thread (deterministic, and no OpenMP stalls on a shared CPU)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _train_in_process(args, tmp_path):
+    from tritonrnn.cli import main
+
+    out = tmp_path / "run"
+    # --backend torch: under the test harness TRITON_INTERPRET=1 makes "auto" pick the (slow) interpreter;
+    # it also puts the tritonrnn optimizers on their foreach path
+    assert main(["train", *args, "--backend", "torch", "--out", str(out), "--no-plot"]) == 0
+    return list(csv.DictReader(open(out / "curves.csv")))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="the digits tasks need scikit-learn")
+def test_momentum_orthogonal_rnn_learns_permuted_digits(tmp_path, one_thread, capsys):
+    # `--model <class name>` and the `pdigits` alias; 30 steps of batch 32 reach well above chance (0.12)
+    rows = _train_in_process(["--task", "pdigits", "--model", "MomentumOrthogonalRNN", "--steps", "30",
+                              "--eval-every", "10", "--batch", "32", "--hidden", "32", "--lr", "0.003"], tmp_path)
+    assert {r["cell"] for r in rows} == {"momentum_orthogonal_rnn"}
+    acc = [float(r["accuracy"]) for r in rows]
+    loss = [float(r["train_loss"]) for r in rows]
+    assert acc[-1] >= 0.35, acc           # chance 0.1226 (the test split's majority class); this run: 0.54
+    assert loss[-1] < loss[0] - 0.2, loss
+    assert "U at lr 0.0003" in capsys.readouterr().out   # DTRIV's 10x smaller lr for the orthogonal parameter
+
+
+def test_indrnn_learns_adding_with_frank_wolfe(tmp_path, one_thread, capsys):
+    # `--optimizer frankwolfe` alias, recurrent_max = 2^(1/T) clipped after every step
+    rows = _train_in_process(["--task", "adding", "--model", "IndRNN", "--optimizer", "frankwolfe", "--lr", "0.003",
+                              "--seq-len", "10", "--steps", "400", "--eval-every", "100", "--batch", "64",
+                              "--hidden", "32"], tmp_path)
+    mse = [float(r["mse"]) for r in rows]
+    assert mse[-1] < 0.7 * (1 / 6), mse   # chance (always 1.0) is 1/6; this run: 0.138 at step 100, 0.108 at 400
+    assert mse[-1] < mse[0] - 0.02, mse
+    assert f"recurrent_max {2 ** (1 / 10):.6g}" in capsys.readouterr().out
+
+
+def test_param_groups_and_after_step_hooks():
+    import torch
+    from torch import nn
+
+    import tritonrnn
+    from tritonrnn.cli import _after_step, cell_key, param_groups
+
+    assert cell_key("MomentumOrthogonalRNN") == "momentum_orthogonal_rnn" and cell_key("indrnn") == "indrnn"
+    assert cell_key("SRIndRNN") == "sr_indrnn" and cell_key("gru") is None
+    torch.manual_seed(0)
+    orth = tritonrnn.OrthogonalRNN(2, 4, backend="torch")
+    model = nn.ModuleDict({"body": orth, "head": nn.Linear(4, 1)})
+    groups = param_groups(model, 1e-4)
+    assert len(groups) == 2 and groups[1]["lr"] == 1e-4
+    assert [p is orth.parametrizations.weight_hh_l0.original for p in groups[1]["params"]] == [True]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(param_groups(nn.ModuleDict({"body": tritonrnn.IndRNN(2, 4)}), 1e-4)) == 1
+
+    # DTRIV change of base every 2 steps: U is unchanged by it, the trivialization restarts at exp(0)
+    # (torch stores the restarted unconstrained parameter as -I, whose skew-symmetric part is 0)
+    after = _after_step(orth, rebase_every=2)
+    original = orth.parametrizations.weight_hh_l0.original
+    with torch.no_grad():
+        original.add_(0.1 * torch.randn(4, 4))
+
+    def skew():
+        a = orth.parametrizations.weight_hh_l0.original
+        return (a - a.T).abs().max().item()
+
+    u = orth.weight_hh_l0.detach().clone()
+    after(1)
+    assert skew() > 1e-3
+    after(2)
+    torch.testing.assert_close(orth.weight_hh_l0, u, atol=1e-5, rtol=0)
+    assert skew() < 1e-6
+
+    ind = tritonrnn.IndRNN(2, 4, recurrent_max=0.5)
+    with torch.no_grad():
+        ind.weight_hh_l0.copy_(torch.tensor([2.0, -3.0, 0.25, 0.5]))
+    _after_step(ind, rebase_every=0)(1)
+    assert ind.weight_hh_l0.tolist() == [0.5, -0.5, 0.25, 0.5]
+
+
+def test_bench_measures_the_new_cores_against_the_reference_peers(tmp_path):
+    stdout = _run(["bench", "--rows", "orthogonalrnn,IndRNN", "--models", "OrthogonalRNN,MomentumIndRNN,LSTM",
+                   "--providers", "tritonrnn:torch,torch.nn,eager", "--seq-len", "5", "--batch", "4",
+                   "--hidden-size", "8", "--iters", "2", "--warmup", "1", "--threads", "1",
+                   "--out-dir", str(tmp_path)], tmp_path)
+    csvs = [p for p in os.listdir(tmp_path) if p.endswith(".csv")]
+    assert len(csvs) == 1 and csvs[0].startswith("papers_table-reduced-b4-t5-i1-h8-")   # never the paper's name
+    rows = list(csv.DictReader(open(tmp_path / csvs[0])))
+    measured = {(r["model"], r["provider"], r["mode"]) for r in rows}
+    assert measured == {(m, p, mode) for m in ("OrthogonalRNN", "MomentumIndRNN") for p in ("tritonrnn:torch", "eager")
+                        for mode in ("train", "eval")}
+    assert "skipped: torch.nn has no orthogonal" in stdout and "skipped: torch.nn has no IndRNN" in stdout
+    assert "REDUCED SHAPE" in stdout
+
+
+def test_papers_table_default_includes_the_new_cores_on_triton():
+    import torch
+
+    from tritonrnn.perf import papers_table as pt
+
+    models = pt.select_models()
+    for m in ("OrthogonalRNN", "MomentumOrthogonalRNN", "IndRNN", "MomentumIndRNN"):
+        assert m in models
+    assert pt.default_providers("cuda")[0] == "tritonrnn:triton"
+    assert pt.select_models(rows=["indrnn"]) == ["IndRNN", "MomentumIndRNN", "SRIndRNN", "AdamIndRNN", "RMSPropIndRNN"]
+    assert pt.file_label(pt.PAPER_SHAPE) == "papers_table" and not pt.is_reduced(pt.PAPER_SHAPE)
+    # the eager peer computes what the module computes (same weights: U materialised, w clipped)
+    shape = dict(pt.PAPER_SHAPE, batch=3, seq_len=6, hidden_size=5)
+    x = torch.rand(6, 3, 1, generator=torch.Generator().manual_seed(0))
+    for model in ("MomentumOrthogonalRNN", "MomentumIndRNN"):
+        mod = pt.build(model, "tritonrnn:torch", shape, "cpu", torch.float32)
+        ref = pt.build(model, "eager", shape, "cpu", torch.float32)
+        ref.load_state_dict({k.replace("body.", "body.module.", 1) if k.startswith("body.") else k: v
+                             for k, v in mod.state_dict().items()})
+        torch.testing.assert_close(ref(x), mod(x), atol=1e-5, rtol=1e-5)
+    assert pt.build("IndRNN", "eager", shape, "cpu", torch.float32).body.module.recurrent_max == 2 ** (1 / 6)

@@ -409,3 +409,13 @@ def test_cuda_batch_equals_cpu_batch(name):
     g1, g2 = (torch.Generator(device="cuda").manual_seed(5) for _ in range(2))
     a, b = _task(name, device="cuda").sample(8, generator=g1), _task(name, device="cuda").sample(8, generator=g2)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_pdigits_is_an_alias_of_permuted_digits():
+    pytest.importorskip("sklearn")
+    a, b = tasks.make_task("pdigits"), tasks.make_task("permuted_digits")
+    assert a.name == b.name == "permuted_digits" and a.permuted
+    assert np.array_equal(a.permutation, b.permutation) and not np.array_equal(a.permutation, np.arange(64))
+    xa, ya = a.sample(8, generator=3)
+    xb, yb = b.sample(8, generator=3)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -12,11 +12,12 @@ from ._version import __version__
 _NN = ["LSTM", "MomentumLSTM", "SRLSTM", "AdamLSTM", "RMSPropLSTM", "NesterovLSTM",
        "RNN", "MomentumRNN", "SRRNN", "AdamRNN", "RMSPropRNN"]
 _CELLS = [name + "Cell" for name in _NN]
+_CORES = [prefix + core for core in ("OrthogonalRNN", "IndRNN") for prefix in ("", "Momentum", "SR", "Adam", "RMSProp")]
 _OPTIM = ["SRSGD", "NAG", "FrankWolfe"]
-_LAZY = {**{n: "tritonrnn.nn" for n in _NN + _CELLS}, **{n: "tritonrnn.optim" for n in _OPTIM}}
+_LAZY = {**{n: "tritonrnn.nn" for n in _NN + _CELLS + _CORES}, **{n: "tritonrnn.optim" for n in _OPTIM}}
 _SUBMODULES = {"functional", "reference", "schedules", "nn", "optim", "tasks", "init"}
 
-__all__ = ["__version__", *_NN, *_CELLS, *_OPTIM, *sorted(_SUBMODULES)]
+__all__ = ["__version__", *_NN, *_CELLS, *_CORES, *_OPTIM, *sorted(_SUBMODULES)]
 
 
 def __getattr__(name):

@@ -493,13 +493,15 @@ _FACTORIES = {
     "memorisation": MemorizationTask,
     "digits": functools.partial(DigitsTask, permuted=False),
     "permuted_digits": functools.partial(DigitsTask, permuted=True),
+    "pdigits": functools.partial(DigitsTask, permuted=True),
 }
 TASKS = ("adding", "multiplication", "copying", "memorization", "digits", "permuted_digits")
 
 
 def make_task(name, **kwargs):
-    """Build a task by name (one of ``TASKS``; "memorisation" is accepted too). ``kwargs`` go to the task's
-    constructor: its own parameters plus ``batch_first``, ``dtype`` and ``device``."""
+    """Build a task by name (one of ``TASKS``; "memorisation" and "pdigits" (= permuted_digits) are accepted
+    too). ``kwargs`` go to the task's constructor: its own parameters plus ``batch_first``, ``dtype`` and
+    ``device``."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     key = name.lower().replace("-", "_")

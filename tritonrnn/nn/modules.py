@@ -75,6 +75,7 @@ class _RecurrentBase(torch.nn.Module):
 
     dynamics = "plain"
     _is_lstm = True
+    _nonlinearities = ("tanh", "relu")
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, nonlinearity="tanh", device=None, dtype=None, *,
@@ -93,8 +94,8 @@ class _RecurrentBase(torch.nn.Module):
             raise ValueError("proj_size is only supported by the LSTM family")
         if proj_size >= hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size ({hidden_size}), got {proj_size}")
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        if nonlinearity not in self._nonlinearities:
+            raise ValueError(f"nonlinearity must be one of {self._nonlinearities}, got {nonlinearity!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
         self.bidirectional, self.proj_size, self.nonlinearity = bool(bidirectional), proj_size, nonlinearity
@@ -110,16 +111,34 @@ class _RecurrentBase(torch.nn.Module):
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else out_size * D
             for suffix in ("", "_reverse")[:D]:
-                shapes = [("weight_ih", (G * hidden_size, layer_in)), ("weight_hh", (G * hidden_size, out_size))]
-                if bias:
-                    shapes += [("bias_ih", (G * hidden_size,)), ("bias_hh", (G * hidden_size,))]
-                if proj_size:
-                    shapes.append(("weight_hr", (proj_size, hidden_size)))
-                for kind, shape in shapes:
+                for kind, shape in self._parameter_shapes(layer_in, G * hidden_size, out_size):
                     name = f"{kind}_l{layer}{suffix}"
                     self.register_parameter(name, torch.nn.Parameter(torch.empty(shape, **factory)))
                     self._flat_weights_names.append(name)
         self.reset_parameters()
+
+    def _parameter_shapes(self, layer_in, gate_width, out_size):
+        """(kind, shape) of one layer and direction's parameters, in nn.LSTM's order."""
+        shapes = [("weight_ih", (gate_width, layer_in)), ("weight_hh", (gate_width, out_size))]
+        if self.bias:
+            shapes += [("bias_ih", (gate_width,)), ("bias_hh", (gate_width,))]
+        if self.proj_size:
+            shapes.append(("weight_hr", (self.proj_size, self.hidden_size)))
+        return shapes
+
+    def _run_layer(self, seq, key, c0, common):
+        """One layer and direction through tritonrnn.functional: (out [B, T, ·], h_T, c_T or None, state_T)."""
+        params = [getattr(self, f"{kind}_{key}", None) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        if self._is_lstm:
+            return lstm_layer(seq, *params, getattr(self, f"weight_hr_{key}", None), c0=c0, **common)
+        out, h, st = rnn_layer(seq, *params, nonlinearity=self.nonlinearity, **common)
+        return out, h, None, st
+
+    def _between_layers(self, layer, layer_input, lengths):
+        """What happens to a layer's output [T, B, ·] before the next layer reads it (training mode aware)."""
+        if self.dropout > 0 and self.training:
+            layer_input = F.dropout(layer_input, self.dropout, training=True)  # between layers only
+        return layer_input
 
     def reset_parameters(self) -> None:
         """nn.LSTM's initialisation: every parameter uniform in ±1/√hidden_size."""
@@ -216,24 +235,19 @@ class _RecurrentBase(torch.nn.Module):
             for d in range(D):
                 index = layer * D + d
                 key = f"l{layer}{'_reverse' if d else ''}"
-                params = [getattr(self, f"{kind}_{key}", None)
-                          for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
                 common = dict(dynamics=self.dynamics, **hyper, h0=None if h0 is None else h0[index],
                               state={k: v[index] for k, v in state.items()}, step_offset=step_offset,
                               lengths=lengths, reverse=d == 1, backend=self.backend)
+                out, h, c, st = self._run_layer(seq, key, None if c0 is None else c0[index], common)
                 if self._is_lstm:
-                    out, h, c, st = lstm_layer(seq, *params, getattr(self, f"weight_hr_{key}", None),
-                                               c0=None if c0 is None else c0[index], **common)
                     c_n.append(c)
-                else:
-                    out, h, st = rnn_layer(seq, *params, nonlinearity=self.nonlinearity, **common)
                 outputs.append(out.transpose(0, 1))  # back to time-major (contiguous) memory
                 h_n.append(h)
                 for name in final:
                     final[name].append(st[name])
             layer_input = torch.cat(outputs, dim=2) if D > 1 else outputs[0]
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)  # between layers only
+            if layer < self.num_layers - 1:
+                layer_input = self._between_layers(layer, layer_input, lengths)
 
         output, h_n = layer_input, torch.stack(h_n)
         c_n = torch.stack(c_n) if self._is_lstm else None

@@ -1,5 +1,13 @@
 """Step-by-step reference cells for SPEC §1: every family (plain, momentum, restart, Adam, RMSProp,
-Nesterov) on the LSTM core and the RNN core (tanh / relu).
+Nesterov) on the LSTM core and the RNN core (tanh / relu), and the input dynamics of SPEC §1.2 on two more
+cores (issue #8):
+
+    rnn_modrelu (orthogonal RNN, DTRIV):  z_t = a_t + U h_{t-1};          h_t = sign(z_t)·relu(|z_t| + b)
+    indrnn      (IndRNN, Li et al. 2018): z_t = a_t + w ⊙ h_{t-1} + b_hh; h_t = relu(z_t)
+
+For rnn_modrelu the bias_hh slot holds the modReLU bias b (there is no additive recurrent bias; U is
+orthogonal and the input map has no bias in DTRIV, though b_ih is accepted); for indrnn weight_hh is the
+per-unit recurrent weight w [H].
 
 One Python step per time step, one equation per line, differentiable by autograd. This is the oracle of the
 module and kernel tests, so it is written to be obviously correct, not fast: it even recomputes W_ih x_t
@@ -16,7 +24,7 @@ import torch
 from ..schedules import restart_momentum
 from .scans import sqrt0
 
-CORES = ("lstm", "rnn_tanh", "rnn_relu")
+CORES = ("lstm", "rnn_tanh", "rnn_relu", "rnn_modrelu", "indrnn")
 DYNAMICS = ("plain", "momentum", "restart", "adam", "rmsprop", "nesterov")
 
 # Which carried input-dynamics states each family has (SPEC §1.2, §1.3); h (and c) are always carried.
@@ -105,15 +113,26 @@ def cell_step(x_t, h, c, v, m, a_prev, w_ih, w_hh, b_ih, b_hh, w_hr, *, core, dy
     """One time step of SPEC §1.1-1.3: returns the new (h, c, v, m, a_prev). `lam` is this step's momentum
     coefficient (μ, or the restart schedule's μ_t); states a family does not use pass through unchanged."""
     u = x_t @ w_ih.T + b_ih                          # SPEC §1.1: input drive, b_ih inside the dynamics
-    z, v, m, a_prev = drive_step(u, h, v, m, a_prev, w_hh, b_hh, dynamics=dynamics, lam=lam, s=s, beta=beta, eps=eps)
-    h, c = core_step(z, c, w_hr, core=core)
+    z, v, m, a_prev = drive_step(u, h, v, m, a_prev, w_hh, b_hh, core=core, dynamics=dynamics, lam=lam, s=s,
+                                 beta=beta, eps=eps)
+    h, c = core_step(z, c, w_hr, core=core, b_hh=b_hh)
     return h, c, v, m, a_prev
 
 
-def drive_step(u, h, v, m, a_prev, w_hh, b_hh, *, dynamics, lam, s, beta, eps):
+def recurrent_term(h, w_hh, b_hh, *, core):
+    """What h_{t-1} adds to the pre-activations: W_hh h + b_hh (b_hh outside the dynamics, SPEC §1.1);
+    w ⊙ h + b_hh for IndRNN; U h for the orthogonal core (its b_hh is the modReLU bias, see core_step)."""
+    if core == "indrnn":
+        return h * w_hh + b_hh
+    if core == "rnn_modrelu":
+        return h @ w_hh.T
+    return h @ w_hh.T + b_hh
+
+
+def drive_step(u, h, v, m, a_prev, w_hh, b_hh, *, core, dynamics, lam, s, beta, eps):
     """The gate pre-activations z_t from the input drive u_t = W_ih x_t + b_ih and h_{t-1} (SPEC §1.1-1.3),
     with the family's input dynamics; returns (z, v, m, a_prev)."""
-    recurrent = h @ w_hh.T + b_hh                    # b_hh outside the dynamics
+    recurrent = recurrent_term(h, w_hh, b_hh, core=core)
     if dynamics == "plain":
         z = u + recurrent
     elif dynamics in ("momentum", "restart"):
@@ -133,8 +152,9 @@ def drive_step(u, h, v, m, a_prev, w_hh, b_hh, *, dynamics, lam, s, beta, eps):
     return z, v, m, a_prev
 
 
-def core_step(z, c, w_hr, *, core):
-    """The LSTM / RNN update from the pre-activations z (SPEC §1.1); returns (h, c)."""
+def core_step(z, c, w_hr, *, core, b_hh=0.0):
+    """The LSTM / RNN update from the pre-activations z (SPEC §1.1); returns (h, c). `b_hh` is read by the
+    orthogonal core only (its modReLU bias)."""
     if core == "lstm":
         z_i, z_f, z_g, z_o = z.chunk(4, dim=1)       # nn.LSTM gate order i, f, g, o
         c = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * torch.tanh(z_g)
@@ -143,7 +163,9 @@ def core_step(z, c, w_hr, *, core):
             h = h @ w_hr.T                           # nn.LSTM proj_size
     elif core == "rnn_tanh":
         h = torch.tanh(z)
-    else:
+    elif core == "rnn_modrelu":
+        h = torch.sign(z) * torch.relu(z.abs() + b_hh)   # modReLU (Arjovsky et al. 2016; DTRIV)
+    else:  # rnn_relu, indrnn
         h = torch.relu(z)
     return h, c
 
