@@ -304,6 +304,85 @@ def fw_step(plan: MultiTensorPlan, params, grads, anchors, deltas, exp_avgs, exp
 
 
 # ----------------------------------------------------------------------------------------------------
+# Custom ops for torch.compile: a step traced by dynamo cannot read data_ptr()s (fake tensors have none),
+# so the compiled graph calls these opaque ops, which build (and cache) the plan from the real tensors.
+# Eager steps keep the optimizer-owned plans above. Tensor lists declared mutated: functionalization
+# then knows the parameters and states change in place.
+# ----------------------------------------------------------------------------------------------------
+_OP_PLANS: dict = {}
+_OP_PLANS_MAX = 64  # distinct buckets before the cache is dropped (a plan is a few small tables)
+
+
+def _op_plan(params) -> MultiTensorPlan:
+    key = (params[0].device, tuple(p.data_ptr() for p in params))
+    plan = _OP_PLANS.get(key)
+    if plan is None:
+        if len(_OP_PLANS) >= _OP_PLANS_MAX:
+            _OP_PLANS.clear()
+        plan = _OP_PLANS[key] = MultiTensorPlan(params[0].device)
+    return plan
+
+
+@torch.library.custom_op("tritonrnn::srsgd_step", mutates_args=("params", "bufs"), schema=(
+    "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] bufs, float lr, float momentum, float weight_decay) -> ()"))
+def srsgd_step_op(params, grads, bufs, lr, momentum, weight_decay):
+    if params:
+        srsgd_step(_op_plan(params), params, grads, bufs, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@srsgd_step_op.register_fake
+def _(params, grads, bufs, lr, momentum, weight_decay):
+    return None
+
+
+@torch.library.custom_op("tritonrnn::nag_step", mutates_args=("params", "velocities"), schema=(
+    "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] velocities, float lr, float momentum, float c_new, "
+    "float c_old, float weight_decay) -> ()"))
+def nag_step_op(params, grads, velocities, lr, momentum, c_new, c_old, weight_decay):
+    if params:
+        nag_step(_op_plan(params), params, grads, velocities, lr=lr, momentum=momentum, c_new=c_new, c_old=c_old,
+                 weight_decay=weight_decay)
+
+
+@nag_step_op.register_fake
+def _(params, grads, velocities, lr, momentum, c_new, c_old, weight_decay):
+    return None
+
+
+@torch.library.custom_op("tritonrnn::grad_sumsq", mutates_args=(), schema=(
+    "(Tensor[] params, Tensor[] grads, float weight_decay) -> Tensor"))
+def grad_sumsq_op(params, grads, weight_decay):
+    return grad_sumsq(_op_plan(params), params, grads, weight_decay=weight_decay)
+
+
+@grad_sumsq_op.register_fake
+def _(params, grads, weight_decay):
+    return params[0].new_empty((len(params),), dtype=torch.float32)
+
+
+@torch.library.custom_op("tritonrnn::fw_step", mutates_args=("params", "anchors", "deltas", "exp_avgs", "exp_avg_sqs"),
+                         schema=(
+    "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] anchors, Tensor(c!)[] deltas, Tensor(d!)[] exp_avgs, "
+    "Tensor(e!)[] exp_avg_sqs, Tensor? scales, int k, int inner_steps, float radius, float lr, bool p_inf, "
+    "bool outer_adam, float beta1, float beta2, float eps, int outer_step, float weight_decay) -> ()"))
+def fw_step_op(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, k, inner_steps, radius, lr, p_inf,
+               outer_adam, beta1, beta2, eps, outer_step, weight_decay):
+    """fw_step; exp_avgs / exp_avg_sqs empty lists for outer="sgd", scales None for p = inf."""
+    if not params:
+        return
+    fw_step(_op_plan(params), params, grads, anchors, deltas, exp_avgs or None, exp_avg_sqs or None,
+            scales if scales is not None else anchors[0],  # a placeholder pointer: P_INF never reads it
+            k=k, inner_steps=inner_steps, radius=radius, lr=lr, p_inf=p_inf, outer_adam=outer_adam, beta1=beta1,
+            beta2=beta2, eps=eps, outer_step=outer_step, weight_decay=weight_decay)
+
+
+@fw_step_op.register_fake
+def _(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, k, inner_steps, radius, lr, p_inf, outer_adam,
+      beta1, beta2, eps, outer_step, weight_decay):
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
 # Ahead-of-time compile proof (kernels/_aot.py)
 # ----------------------------------------------------------------------------------------------------
 _TABLE = "*i64"

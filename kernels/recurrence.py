@@ -29,6 +29,11 @@ Design (the persistent "Tier B in one program" form of KERNELS.md §2, valid for
   slots (the LSTM backward needs c_{t-1} and c_t).
 - Tier A (W_hh on chip for H ≤ 128) would hoist the W tiles out of the time loop when H ≤ BH = BK; the
   loop structure keeps that a local change.
+- Measured once (perf/results/gpu-h200-20261126T0022Z, H200, batch 128, T 784, H 256): 1565.6 μs/sample
+  training, 623.1 evaluation, i.e. ~100 μs per step in evaluation — far slower than cuDNN. Each step is a
+  serial chain (4 hidden blocks × 16 K-chunks × 4 gate dots, W_hh re-read from L2) in one program per 16 rows,
+  so only 8 programs run at batch 128: latency bound by construction. Spreading the hidden blocks over
+  programs with W_hh resident on chip and a grid-wide step barrier (KERNELS.md) is the fix, not yet built.
 
 Backward (reverse-time loop, KERNELS.md §3): for t = T-1 … 0, per hidden block,
     dh_t = dz_{t+1} W_hh[:, block] (dh_T from the caller at t = T-1) + dout_t,
@@ -446,102 +451,129 @@ def _final(buf, T, dtype):
     return buf[T % buf.shape[0]].to(dtype, copy=True)
 
 
-class LSTMRecurrenceFunction(torch.autograd.Function):
-    """(a, W_hh, b_hh, h0, c0, time_major, save) -> (h [B,T,H], h_T, c_T); a [B,T,4H] any strides; None for
-    absent bias/initial states; h_T, c_T in a's dtype."""
-
-    @staticmethod
-    def forward(ctx, a, weight_hh, bias_hh, h0, c0, time_major, save):
-        out, hs, cs, _, gates = recurrence_fwd(a, weight_hh, bias_hh, h0, c0, cell=LSTM, save=save,
-                                               time_major=time_major)
-        if save:
-            ctx.save_for_backward(weight_hh, bias_hh, h0, c0, hs, cs, gates)
-            ctx.a_dtype = a.dtype
-        ctx.set_materialize_grads(False)
-        T = a.shape[1]
-        return out, _final(hs, T, a.dtype), _final(cs, T, a.dtype)
-
-    @staticmethod
-    def backward(ctx, dout, dhT, dcT):
-        weight_hh, bias_hh, h0, c0, hs, cs, gates = ctx.saved_tensors
-        dz, dc0, _, _ = recurrence_bwd(dout, dhT, dcT, None, weight_hh, hs, cs, gates, cell=LSTM)
-        needs = ctx.needs_input_grad
-        da = dz.transpose(0, 1).to(ctx.a_dtype) if needs[0] else None  # da_t = dz_t
-        dw, db, dh0 = _weight_grads(dz, hs, weight_hh, bias_hh, h0, needs[1:4])
-        dc0 = dc0.to(c0.dtype) if (c0 is not None and needs[4]) else None
-        return da, dw, db, dh0, dc0, None, None
+# Custom ops (torch.library, torch >= 2.4): torch.compile(fullgraph=True) traces the launchers as opaque
+# nodes, the fake implementations give shapes/strides, register_autograd the backward. One forward op and
+# one backward op serve every cell (CELL codes); an output a cell does not have is an empty tensor (custom
+# ops return no None and no input alias). hs, cs, gates are returned so the backward can save them.
+_NOTHING = (0,)
 
 
-class RNNRecurrenceFunction(torch.autograd.Function):
-    """(a, W_hh, b_hh, h0, cell, time_major, save) -> (h [B,T,H], h_T); cell is RNN_TANH, RNN_RELU or
-    RNN_MODRELU (b_hh then is the modReLU bias)."""
-
-    @staticmethod
-    def forward(ctx, a, weight_hh, bias_hh, h0, cell, time_major, save):
-        out, hs, _, _, _ = recurrence_fwd(a, weight_hh, bias_hh, h0, None, cell=cell, save=save,
-                                          time_major=time_major)
-        if save:
-            ctx.save_for_backward(weight_hh, bias_hh, h0, hs)
-            ctx.a_dtype = a.dtype
-            ctx.cell = cell
-        ctx.set_materialize_grads(False)
-        return out, _final(hs, a.shape[1], a.dtype)
-
-    @staticmethod
-    def backward(ctx, dout, dhT):
-        weight_hh, bias_hh, h0, hs = ctx.saved_tensors
-        dz, _, _, _ = recurrence_bwd(dout, dhT, None, None, weight_hh, hs, hs, None, cell=ctx.cell)
-        needs = ctx.needs_input_grad
-        da = dz.transpose(0, 1).to(ctx.a_dtype) if needs[0] else None
-        dw, db, dh0 = _weight_grads(dz, hs, weight_hh, bias_hh, h0, needs[1:4])
-        if ctx.cell == RNN_MODRELU and db is not None:  # ∂h/∂b = sign(z) = sign(h) where the slope is 1
-            db = (dz * torch.sign(hs[1:])).sum((0, 1)).to(bias_hh.dtype)
-        return da, dw, db, dh0, None, None, None
+def _nothing(ref: torch.Tensor) -> torch.Tensor:
+    return ref.new_empty(_NOTHING, dtype=torch.float32)
 
 
-class CarriedLSTMRecurrenceFunction(torch.autograd.Function):
-    """LSTM cores with a carried drive state (one Function for both, they share every line):
-    cell NESTEROV_LSTM (SPEC §1.3, state a_t) or MOMENTUM_LSTM (SPEC §1.2 momentum/restart fused, state v_t).
-    (u, W_hh, b_hh, h0, c0, n0, cell, s, mu, restart, step_offset, time_major, save)
-    -> (h [B,T,H], h_T, c_T in u's dtype, n_T [B,4H] fp32)."""
+@torch.library.custom_op("tritonrnn::recurrence_fwd", mutates_args=(), schema=(
+    "(Tensor a, Tensor weight_hh, Tensor? bias_hh, Tensor? h0, Tensor? c0, Tensor? n0, int cell, float s, "
+    "float mu, int restart, int step_offset, bool time_major, bool save) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
+def _recurrence_fwd_op(a, weight_hh, bias_hh, h0, c0, n0, cell, s, mu, restart, step_offset, time_major, save):
+    """(out [B,T,H], h_T, c_T in a's dtype, n_T fp32, hs, cs, gates); see recurrence_fwd."""
+    out, hs, cs, ns, gates = recurrence_fwd(a, weight_hh, bias_hh, h0, c0, cell=cell, save=save,
+                                            time_major=time_major, ns0=n0, s=s, mu=mu, restart=restart,
+                                            step_offset=step_offset)
+    T = a.shape[1]
+    lstm = GATES[cell] == 4
+    return (out, _final(hs, T, a.dtype), _final(cs, T, a.dtype) if lstm else _nothing(a),
+            ns if ns is not None else _nothing(a), hs, cs if lstm else _nothing(a),
+            gates if gates is not None else _nothing(a))
 
-    @staticmethod
-    def forward(ctx, u, weight_hh, bias_hh, h0, c0, n0, cell, s, mu, restart, step_offset, time_major, save):
-        out, hs, cs, ns, gates = recurrence_fwd(u, weight_hh, bias_hh, h0, c0, cell=cell, save=save,
-                                                time_major=time_major, ns0=n0, s=s, mu=mu, restart=restart,
-                                                step_offset=step_offset)
-        if save:
-            ctx.save_for_backward(weight_hh, bias_hh, h0, c0, n0, hs, cs, gates)
-            ctx.u_dtype = u.dtype
-            ctx.hyper = (cell, s, mu, restart, step_offset)
-        ctx.set_materialize_grads(False)
-        T = u.shape[1]
-        return out, _final(hs, T, u.dtype), _final(cs, T, u.dtype), ns
 
-    @staticmethod
-    def backward(ctx, dout, dhT, dcT, dnT):
-        weight_hh, bias_hh, h0, c0, n0, hs, cs, gates = ctx.saved_tensors
-        cell, s, mu, restart, step_offset = ctx.hyper
-        dz, dc0, dn0, dv = recurrence_bwd(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, cell=cell, mu=mu,
-                                          restart=restart, step_offset=step_offset)
-        needs = ctx.needs_input_grad
-        lam0 = restart_lambda(step_offset, mu, restart)
-        du = dn0_grad = None
-        if cell == NESTEROV_LSTM:
-            # a_t = W_hh h_{t-1} + b_hh − s u_t: du_t = −s da_t; z_0 = (1+μ_0) a_0 − μ_0 a_{-1}.
-            if needs[0]:
-                du = (dz.transpose(0, 1) * (-s)).to(ctx.u_dtype)
-            if n0 is not None and needs[5]:
-                dn0_grad = (dn0 * (-lam0)).to(n0.dtype)
-        else:
-            # v_t = λ_t v_{t-1} + s u_t: du_t = s dv_t, dv_{-1} = λ_0 dv_0.
-            if needs[0]:
-                du = (dv.transpose(0, 1) * s).to(ctx.u_dtype)
-            if n0 is not None and needs[5]:
-                dn0_grad = (dn0 * lam0).to(n0.dtype)
-        dw, db, dh0 = _weight_grads(dz, hs, weight_hh, bias_hh, h0, needs[1:4])
-        dc0 = dc0.to(c0.dtype) if (c0 is not None and needs[4]) else None
-        return du, dw, db, dh0, dc0, dn0_grad, None, None, None, None, None, None, None
+@_recurrence_fwd_op.register_fake
+def _(a, weight_hh, bias_hh, h0, c0, n0, cell, s, mu, restart, step_offset, time_major, save):
+    B, T, GH = a.shape
+    H = weight_hh.shape[1]
+    lstm = GATES[cell] == 4
+    nslot = T + 1 if save else 2
+
+    def f32(*shape):
+        return a.new_empty(shape, dtype=torch.float32)
+
+    out = a.new_empty(T, B, H).transpose(0, 1) if time_major else a.new_empty(B, T, H)  # as _output
+    return (out, a.new_empty(B, H), a.new_empty(B, H) if lstm else f32(*_NOTHING),
+            f32(B, GH) if cell in (NESTEROV_LSTM, MOMENTUM_LSTM) else f32(*_NOTHING),
+            f32(nslot, B, H), f32(nslot, B, H) if lstm else f32(*_NOTHING),
+            f32(T, B, GH) if (save and lstm) else f32(*_NOTHING))
+
+
+@torch.library.custom_op("tritonrnn::recurrence_bwd", mutates_args=(), schema=(
+    "(Tensor? dout, Tensor? dhT, Tensor? dcT, Tensor? dnT, Tensor weight_hh, Tensor hs, Tensor cs, "
+    "Tensor gates, int cell, float mu, int restart, int step_offset) -> (Tensor, Tensor, Tensor, Tensor)"))
+def _recurrence_bwd_op(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, cell, mu, restart, step_offset):
+    """(dz, dc0, dn0, dv); see recurrence_bwd (absent ones empty)."""
+    lstm = GATES[cell] == 4
+    dz, dc0, dn0, dv = recurrence_bwd(dout, dhT, dcT, dnT, weight_hh, hs, cs if lstm else hs,
+                                      gates if lstm else None, cell=cell, mu=mu, restart=restart,
+                                      step_offset=step_offset)
+    return tuple(x if x is not None else _nothing(hs) for x in (dz, dc0, dn0, dv))
+
+
+@_recurrence_bwd_op.register_fake
+def _(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, cell, mu, restart, step_offset):
+    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    GH = GATES[cell] * H
+
+    def f32(*shape):
+        return hs.new_empty(shape, dtype=torch.float32)
+
+    return (f32(T, B, GH), f32(B, H) if GATES[cell] == 4 else f32(*_NOTHING),
+            f32(B, GH) if cell in (NESTEROV_LSTM, MOMENTUM_LSTM) else f32(*_NOTHING),
+            f32(T, B, GH) if cell == MOMENTUM_LSTM else f32(*_NOTHING))
+
+
+def _recurrence_setup(ctx, inputs, output):
+    a, weight_hh, bias_hh, h0, c0, n0, cell, s, mu, restart, step_offset, time_major, save = inputs
+    out, hT, cT, nT, hs, cs, gates = output
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(hs, cs, gates)  # saved activations, not results
+    ctx.hyper = (cell, s, mu, restart, step_offset)
+    ctx.a_dtype = a.dtype
+    if save:
+        ctx.save_for_backward(weight_hh, bias_hh, h0, c0, n0, hs, cs, gates)
+
+
+def _recurrence_backward(ctx, dout, dhT, dcT, dnT, *_saved):
+    """Cotangents of unused outputs arrive as None (eager) or zeros (compiled); both give the same grads.
+    A cell's absent outputs (c_T of an RNN, n_T of an uncarried cell) never pass their cotangent on."""
+    cell, s, mu, restart, step_offset = ctx.hyper
+    lstm, carried = GATES[cell] == 4, cell in (NESTEROV_LSTM, MOMENTUM_LSTM)
+    dcT = dcT if lstm else None
+    dnT = dnT if carried else None
+    if dout is None and dhT is None and dcT is None and dnT is None:
+        return (None,) * 13
+    weight_hh, bias_hh, h0, c0, n0, hs, cs, gates = ctx.saved_tensors
+    dz, dc0, dn0, dv = _recurrence_bwd_op(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, cell, mu, restart,
+                                          step_offset)
+    needs = ctx.needs_input_grad
+    da = dn0_grad = None
+    if cell == NESTEROV_LSTM:
+        # a_t = W_hh h_{t-1} + b_hh − s u_t: du_t = −s da_t; z_0 = (1+μ_0) a_0 − μ_0 a_{-1}.
+        if needs[0]:
+            da = (dz.transpose(0, 1) * (-s)).to(ctx.a_dtype)
+        if n0 is not None and needs[5]:
+            dn0_grad = (dn0 * (-restart_lambda(step_offset, mu, restart))).to(n0.dtype)
+    elif cell == MOMENTUM_LSTM:
+        # v_t = λ_t v_{t-1} + s u_t: du_t = s dv_t, dv_{-1} = λ_0 dv_0.
+        if needs[0]:
+            da = (dv.transpose(0, 1) * s).to(ctx.a_dtype)
+        if n0 is not None and needs[5]:
+            dn0_grad = (dn0 * restart_lambda(step_offset, mu, restart)).to(n0.dtype)
+    elif needs[0]:
+        da = dz.transpose(0, 1).to(ctx.a_dtype)  # da_t = dz_t
+    dw, db, dh0 = _weight_grads(dz, hs, weight_hh, bias_hh, h0, needs[1:4])
+    if cell == RNN_MODRELU and db is not None:  # ∂h/∂b = sign(z) = sign(h) where the slope is 1
+        db = (dz * torch.sign(hs[1:])).sum((0, 1)).to(bias_hh.dtype)
+    dc0 = dc0.to(c0.dtype) if (lstm and c0 is not None and needs[4]) else None
+    return (da, dw, db, dh0, dc0, dn0_grad) + (None,) * 7
+
+
+_recurrence_fwd_op.register_autograd(_recurrence_backward, setup_context=_recurrence_setup)
+
+
+def _recurrence(a, weight_hh, bias_hh, h0, c0, n0, cell, s=0.0, mu=0.0, restart=0, step_offset=0,
+                time_major=False):
+    save = _save(a, weight_hh, bias_hh, h0, c0, n0)
+    return _recurrence_fwd_op(a, weight_hh, bias_hh, h0, c0, n0, cell, float(s), float(mu), int(restart),
+                              int(step_offset), bool(time_major), save)
 
 
 def restart_lambda(step: int, mu: float, restart: int) -> float:
@@ -553,37 +585,37 @@ def restart_lambda(step: int, mu: float, restart: int) -> float:
 
 
 def _save(*tensors) -> bool:
-    """Whether a backward can follow: inside Function.forward grad mode is off and needs_input_grad
-    ignores torch.no_grad(), so the entry points decide (evaluation then keeps 2 slots, no gates)."""
+    """Whether a backward can follow: decided by the entry points before the op runs (below autograd grad
+    mode is off), so evaluation keeps 2 slots and no gates."""
     return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
 
 
 def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, time_major=False):
     """Triton LSTM core on validated inputs (tritonrnn.functional.recurrence validates): (h, h_T, c_T)."""
-    return LSTMRecurrenceFunction.apply(a, weight_hh, bias_hh, h0, c0, time_major,
-                                        _save(a, weight_hh, bias_hh, h0, c0))
+    out, hT, cT = _recurrence(a, weight_hh, bias_hh, h0, c0, None, LSTM, time_major=time_major)[:3]
+    return out, hT, cT
 
 
 def rnn_recurrence(a, weight_hh, bias_hh=None, h0=None, nonlinearity="tanh", time_major=False):
     """Triton RNN core on validated inputs: (h, h_T). nonlinearity "modrelu": bias_hh is the modReLU bias."""
     cell = {"tanh": RNN_TANH, "relu": RNN_RELU, "modrelu": RNN_MODRELU}[nonlinearity]
-    return RNNRecurrenceFunction.apply(a, weight_hh, bias_hh, h0, cell, time_major,
-                                       _save(a, weight_hh, bias_hh, h0))
+    out, hT = _recurrence(a, weight_hh, bias_hh, h0, None, None, cell, time_major=time_major)[:2]
+    return out, hT
 
 
 def nesterov_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, a0, s, restart, step_offset, time_major=False):
     """Triton NesterovLSTM core (SPEC §1.3) on validated inputs: (h, h_T, c_T, a_T fp32)."""
-    return CarriedLSTMRecurrenceFunction.apply(u, weight_hh, bias_hh, h0, c0, a0, NESTEROV_LSTM, float(s), 0.0,
-                                               int(restart), int(step_offset), time_major,
-                                               _save(u, weight_hh, bias_hh, h0, c0, a0))
+    out, hT, cT, aT = _recurrence(u, weight_hh, bias_hh, h0, c0, a0, NESTEROV_LSTM, s=s, restart=restart,
+                                  step_offset=step_offset, time_major=time_major)[:4]
+    return out, hT, cT, aT
 
 
 def momentum_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, v0, mu, s, restart, step_offset, time_major=False):
     """Triton LSTM core with the momentum / restart drive of SPEC §1.2 fused into the loop (restart None:
     constant mu) on validated inputs: (h, h_T, c_T, v_T fp32)."""
-    return CarriedLSTMRecurrenceFunction.apply(u, weight_hh, bias_hh, h0, c0, v0, MOMENTUM_LSTM, float(s),
-                                               float(mu), int(restart or 0), int(step_offset), time_major,
-                                               _save(u, weight_hh, bias_hh, h0, c0, v0))
+    out, hT, cT, vT = _recurrence(u, weight_hh, bias_hh, h0, c0, v0, MOMENTUM_LSTM, s=s, mu=mu,
+                                  restart=restart or 0, step_offset=step_offset, time_major=time_major)[:4]
+    return out, hT, cT, vT
 
 
 def _aot(name, cell, dtype, H, save=True, has_bias=True, has_dout=True, default=True):

@@ -18,6 +18,7 @@ read them again in the backward: twice what a bf16 forward moves in all (read u,
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch
 import triton
@@ -406,61 +407,157 @@ def adam_scan_bwd(u, da, dvT, dmT, carries, mu, s, beta, eps, *, need_dv0=True, 
     return du, dv0, dm0
 
 
-# ------------------------------------------------------------------------------ autograd Functions
-class MomentumScan(torch.autograd.Function):
-    """(u, v0 or None, mu, s, restart or None, step_offset) -> (v, v_T); see momentum_scan_fwd."""
-
-    @staticmethod
-    def forward(ctx, u, v0, mu, s, restart, step_offset):
-        ctx.set_materialize_grads(False)
-        ctx.hyper = (mu, s, restart, step_offset)
-        ctx.v0_dtype = v0.dtype if v0 is not None else None
-        ctx.u_meta = (u.shape, u.dtype, u.device)
-        v, vT = momentum_scan_fwd(u, v0, mu, s, restart, step_offset)
-        return v, vT
-
-    @staticmethod
-    def backward(ctx, dv, dvT):
-        mu, s, restart, step_offset = ctx.hyper
-        need_du, need_v0 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if dv is None and dvT is None:
-            return None, None, None, None, None, None
-        if dv is None:  # only v_T was used
-            shape, dtype, device = ctx.u_meta
-            dv = torch.zeros(shape, dtype=dtype, device=device)
-        du, dv0 = momentum_scan_bwd(dv, dvT, mu, s, restart, step_offset, need_dv0=need_v0)
-        dv0 = dv0.to(ctx.v0_dtype) if dv0 is not None else None
-        return (du if need_du else None), dv0, None, None, None, None
+# ------------------------------------------------------------------------------ custom ops + autograd
+# The launchers as torch custom ops (torch.library, torch >= 2.4) so torch.compile(fullgraph=True) traces
+# them as opaque nodes: fake implementations give the output shapes/strides, register_autograd the backward.
+# Ops return no None and no input alias: an absent output is an empty tensor, `restart` 0 means "constant mu".
+_NOTHING = (0,)
 
 
-class AdamScan(torch.autograd.Function):
-    """(u, v0 or None, m0 or None, mu, s, beta, eps) -> (a, v_T, m_T); see adam_scan_fwd."""
+def _nothing(ref: torch.Tensor) -> torch.Tensor:
+    return ref.new_empty(_NOTHING, dtype=torch.float32)
 
-    @staticmethod
-    def forward(ctx, u, v0, m0, mu, s, beta, eps):
-        ctx.set_materialize_grads(False)
-        needs_grad = any(ctx.needs_input_grad[:3])
-        a, vT, mT, carries = adam_scan_fwd(u, v0, m0, mu, s, beta, eps, save_carries=needs_grad)
-        ctx.hyper = (mu, s, beta, eps)
-        ctx.state_dtypes = (v0.dtype if v0 is not None else None, m0.dtype if m0 is not None else None)
-        if needs_grad:
-            ctx.save_for_backward(u, *carries)
-        return a, vT, mT
 
-    @staticmethod
-    def backward(ctx, da, dvT, dmT):
-        if da is None and dvT is None and dmT is None:
-            return (None,) * 7
-        u, carry_v, carry_m = ctx.saved_tensors
-        if da is None:  # only the final states were used
-            da = torch.zeros_like(u)
-        need_v0, need_m0 = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        du, dv0, dm0 = adam_scan_bwd(u, da, dvT, dmT, (carry_v, carry_m), *ctx.hyper,
-                                     need_dv0=need_v0, need_dm0=need_m0)
-        v_dtype, m_dtype = ctx.state_dtypes
-        dv0 = dv0.to(v_dtype) if dv0 is not None else None
-        dm0 = dm0.to(m_dtype) if dm0 is not None else None
-        return (du if ctx.needs_input_grad[0] else None), dv0, dm0, None, None, None, None
+@torch.library.custom_op("tritonrnn::momentum_scan_fwd", mutates_args=(), schema=(
+    "(Tensor u, Tensor? v0, float mu, float s, int restart, int step_offset) -> (Tensor, Tensor)"))
+def _momentum_scan_fwd_op(u: torch.Tensor, v0: Optional[torch.Tensor], mu: float, s: float, restart: int,
+                          step_offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return momentum_scan_fwd(u, v0, mu, s, restart or None, step_offset)
+
+
+@_momentum_scan_fwd_op.register_fake
+def _(u, v0, mu, s, restart, step_offset):
+    B, _, C = u.shape
+    return torch.empty_like(u), u.new_empty((B, C), dtype=torch.float32)
+
+
+@torch.library.custom_op("tritonrnn::momentum_scan_bwd", mutates_args=(), schema=(
+    "(Tensor dv, Tensor? dvT, float mu, float s, int restart, int step_offset, bool need_dv0) -> (Tensor, Tensor)"))
+def _momentum_scan_bwd_op(dv: torch.Tensor, dvT: Optional[torch.Tensor], mu: float, s: float, restart: int,
+                          step_offset: int, need_dv0: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    du, dv0 = momentum_scan_bwd(dv, dvT, mu, s, restart or None, step_offset, need_dv0=need_dv0)
+    return du, (dv0 if dv0 is not None else _nothing(dv))
+
+
+@_momentum_scan_bwd_op.register_fake
+def _(dv, dvT, mu, s, restart, step_offset, need_dv0):
+    B, _, C = dv.shape
+    return torch.empty_like(dv), dv.new_empty((B, C) if need_dv0 else _NOTHING, dtype=torch.float32)
+
+
+def _momentum_setup(ctx, inputs, output):
+    u, v0, mu, s, restart, step_offset = inputs
+    ctx.set_materialize_grads(False)
+    ctx.hyper = (mu, s, restart, step_offset)
+    ctx.v0_dtype = v0.dtype if v0 is not None else None
+    ctx.u_meta = (u.shape, u.dtype, u.device)
+
+
+def _momentum_backward(ctx, dv, dvT):
+    # Cotangents of unused outputs arrive as None (eager) or zeros (compiled); both give the same grads.
+    mu, s, restart, step_offset = ctx.hyper
+    need_du, need_v0 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if dv is None and dvT is None:
+        return None, None, None, None, None, None
+    if dv is None:  # only v_T was used
+        shape, dtype, device = ctx.u_meta
+        dv = torch.zeros(shape, dtype=dtype, device=device)
+    du, dv0 = _momentum_scan_bwd_op(dv, dvT, mu, s, restart, step_offset, need_v0)
+    dv0 = dv0.to(ctx.v0_dtype) if need_v0 else None
+    return (du if need_du else None), dv0, None, None, None, None
+
+
+_momentum_scan_fwd_op.register_autograd(_momentum_backward, setup_context=_momentum_setup)
+
+
+@torch.library.custom_op("tritonrnn::adam_scan_fwd", mutates_args=(), schema=(
+    "(Tensor u, Tensor? v0, Tensor? m0, float mu, float s, float beta, float eps, bool save_carries) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)"))
+def _adam_scan_fwd_op(u: torch.Tensor, v0: Optional[torch.Tensor], m0: Optional[torch.Tensor], mu: float,
+                      s: float, beta: float, eps: float, save_carries: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    a, vT, mT, carries = adam_scan_fwd(u, v0, m0, mu, s, beta, eps, save_carries=save_carries)
+    if carries is None:
+        carries = (_nothing(u), _nothing(u))
+    return a, vT, mT, *carries
+
+
+@_adam_scan_fwd_op.register_fake
+def _(u, v0, m0, mu, s, beta, eps, save_carries):
+    B, T, C = u.shape
+    carry = (B, triton.cdiv(T, BLOCK_T), C) if save_carries else _NOTHING
+    state = u.new_empty((B, C), dtype=torch.float32)
+    return (torch.empty_like(u), state, torch.empty_like(state), u.new_empty(carry, dtype=torch.float32),
+            u.new_empty(carry, dtype=torch.float32))
+
+
+@torch.library.custom_op("tritonrnn::adam_scan_bwd", mutates_args=(), schema=(
+    "(Tensor u, Tensor da, Tensor? dvT, Tensor? dmT, Tensor carry_v, Tensor carry_m, float mu, float s, "
+    "float beta, float eps, bool need_dv0, bool need_dm0) -> (Tensor, Tensor, Tensor)"))
+def _adam_scan_bwd_op(u: torch.Tensor, da: torch.Tensor, dvT: Optional[torch.Tensor], dmT: Optional[torch.Tensor],
+                      carry_v: torch.Tensor, carry_m: torch.Tensor, mu: float, s: float, beta: float, eps: float,
+                      need_dv0: bool, need_dm0: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    du, dv0, dm0 = adam_scan_bwd(u, da, dvT, dmT, (carry_v, carry_m), mu, s, beta, eps,
+                                 need_dv0=need_dv0, need_dm0=need_dm0)
+    return du, (dv0 if dv0 is not None else _nothing(u)), (dm0 if dm0 is not None else _nothing(u))
+
+
+@_adam_scan_bwd_op.register_fake
+def _(u, da, dvT, dmT, carry_v, carry_m, mu, s, beta, eps, need_dv0, need_dm0):
+    B, _, C = u.shape
+    return (torch.empty_like(u), u.new_empty((B, C) if need_dv0 else _NOTHING, dtype=torch.float32),
+            u.new_empty((B, C) if need_dm0 else _NOTHING, dtype=torch.float32))
+
+
+def _adam_setup(ctx, inputs, output):
+    u, v0, m0, mu, s, beta, eps, save_carries = inputs
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(*output[3:])  # the chunk carries are saved state, not results
+    ctx.hyper = (mu, s, beta, eps)
+    ctx.state_dtypes = (v0.dtype if v0 is not None else None, m0.dtype if m0 is not None else None)
+    if save_carries:
+        ctx.save_for_backward(u, *output[3:])
+
+
+def _adam_backward(ctx, da, dvT, dmT, *_carries):
+    if da is None and dvT is None and dmT is None:
+        return (None,) * 8
+    u, carry_v, carry_m = ctx.saved_tensors
+    if da is None:  # only the final states were used
+        da = torch.zeros_like(u)
+    need_v0, need_m0 = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    du, dv0, dm0 = _adam_scan_bwd_op(u, da, dvT, dmT, carry_v, carry_m, *ctx.hyper, need_v0, need_m0)
+    v_dtype, m_dtype = ctx.state_dtypes
+    dv0 = dv0.to(v_dtype) if need_v0 else None
+    dm0 = dm0.to(m_dtype) if need_m0 else None
+    return (du if ctx.needs_input_grad[0] else None), dv0, dm0, None, None, None, None, None
+
+
+_adam_scan_fwd_op.register_autograd(_adam_backward, setup_context=_adam_setup)
+
+
+def momentum_scan(u, v0, mu, s, restart=None, step_offset=0):
+    """(v, v_T) of the momentum / restart scan, differentiable (the entry point tritonrnn.functional calls)."""
+    return _momentum_scan_fwd_op(u, v0, float(mu), float(s), int(restart or 0), int(step_offset))
+
+
+def adam_scan(u, v0, m0, mu, s, beta, eps):
+    """(a, v_T, m_T) of the Adam / RMSProp scan, differentiable; the chunk carries are saved only when a
+    backward can follow."""
+    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (u, v0, m0))
+    a, vT, mT, _, _ = _adam_scan_fwd_op(u, v0, m0, float(mu), float(s), float(beta), float(eps), save)
+    return a, vT, mT
+
+
+class MomentumScan:
+    """Former autograd.Function entry point, kept for callers: MomentumScan.apply(u, v0, mu, s, restart,
+    step_offset) is momentum_scan."""
+    apply = staticmethod(momentum_scan)
+
+
+class AdamScan:
+    """AdamScan.apply(u, v0, m0, mu, s, beta, eps) is adam_scan."""
+    apply = staticmethod(adam_scan)
 
 
 # ----------------------------------------------------------------------------- AOT compile proof

@@ -292,3 +292,44 @@ def test_srsgd_restart_stage_below_one():
 def test_nag_restart_below_one():
     with pytest.raises(ValueError, match=r"^restart must be >= 1, got 0"):
         NAG(_params(), lr=0.1, schedule="restart", restart=0)
+
+
+# ------------------------------------------------------------------------------------------ devices
+# A CPU-only machine has one real device; "meta" (shapes without storage) is the odd one out. The check runs
+# before any compute, so the error is the same as for a cuda:0 / cpu mix.
+def test_input_on_another_device_than_parameters(cls):
+    with pytest.raises(ValueError, match=r"^input is on meta but the parameters are on cpu"):
+        _module(cls)(torch.randn(T, B, IN, device="meta"))
+
+
+def test_parameters_on_another_device_than_input(cls):
+    with pytest.raises(ValueError, match=r"^input is on cpu but the parameters are on meta"):
+        _module(cls, device="meta")(torch.randn(T, B, IN))
+
+
+def test_hx_on_another_device_than_input(cls):
+    with pytest.raises(ValueError, match=_hx_name(cls) + r" is on meta but must be on cpu"):
+        _module(cls)(torch.randn(T, B, IN), _hx(cls, torch.zeros(1, B, H, device="meta")))
+
+
+def test_c0_on_another_device_than_input():
+    with pytest.raises(ValueError, match=r"^hx\[1\] \(c_0\) is on meta but must be on cpu"):
+        _module(tritonrnn.MomentumLSTM)(torch.randn(T, B, IN),
+                                        (torch.zeros(1, B, H), torch.zeros(1, B, H, device="meta")))
+
+
+def test_momentum_state_on_another_device_than_input():
+    with pytest.raises(ValueError, match=r"^state\['v'\] is on meta but must be on cpu"):
+        _module(tritonrnn.MomentumLSTM)(torch.randn(T, B, IN), state={"v": torch.zeros(1, B, 4 * H, device="meta")})
+
+
+@pytest.mark.parametrize("cell_cls", [tritonrnn.MomentumLSTMCell, tritonrnn.AdamRNNCell], ids=lambda c: c.__name__)
+def test_cell_input_on_another_device_than_parameters(cell_cls):
+    with pytest.raises(ValueError, match=r"^input is on meta but the parameters are on cpu"):
+        cell_cls(IN, H, backend="torch")(torch.randn(B, IN, device="meta"))
+
+
+def test_cell_hx_on_another_device_than_input():
+    with pytest.raises(ValueError, match=r"^hx\[0\] \(h_0\) is on meta but must be on cpu"):
+        tritonrnn.MomentumLSTMCell(IN, H, backend="torch")(torch.randn(B, IN),
+                                                          (torch.zeros(B, H, device="meta"), torch.zeros(B, H)))

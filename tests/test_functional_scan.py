@@ -211,10 +211,10 @@ def test_rmsprop_torch_matches_reference(case):
     check_scan("rmsprop", u, states, params, cot, backend="torch")
 
 
-def check_continuation(backend, dtype=torch.float32, B=2, T=45, C=3, split=19):
+def check_continuation(backend, dtype=torch.float32, B=2, T=45, C=3, split=19, device="cpu"):
     """Truncated BPTT (SPEC §1.2: t restarts at 0 unless a step offset is passed): two calls, the second
     entering with the first's final state and step_offset = split, equal one call over the whole sequence."""
-    u = torch.randn(B, T, C, generator=torch.Generator().manual_seed(5)).to(dtype)
+    u = torch.randn(B, T, C, generator=torch.Generator().manual_seed(5)).to(device, dtype)
     for restart in (None, 4):
         whole, whole_T = momentum_scan(u, 0.8, 0.6, restart=restart, step_offset=3, backend=backend)
         first, mid = momentum_scan(u[:, :split], 0.8, 0.6, restart=restart, step_offset=3, backend=backend)

@@ -8,6 +8,8 @@ otherwise the test skips and says why.
 """
 import importlib.metadata
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,3 +106,63 @@ def test_wheel_version_is_package_version(wheel):
         metadata = zf.read(f"tritonrnn-{tritonrnn.__version__}.dist-info/METADATA").decode()
     versions = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Version:")]
     assert versions == [tritonrnn.__version__]
+
+
+# Fast files that cover the installed reference cells, the modules and optimizers (argument checks, forward)
+# and, under the interpreter, the wheel's tritonrnn.kernels; none reads the source tree.
+SUITE_SUBSET = ["tests/test_installed_origin.py", "tests/test_reference_cells.py", "tests/test_bad_input.py",
+                "tests/kernels/test_scan.py::test_continuation_with_step_offset",
+                "tests/kernels/test_scan.py::test_rmsprop_equals_adam_with_zero_momentum"]
+# Written into the copied suite, so that the check runs inside the same pytest process as the tests.
+ORIGIN_TEST = '''
+import os
+from pathlib import Path
+
+import tritonrnn
+import tritonrnn.kernels
+
+
+def test_tritonrnn_comes_from_the_installed_wheel():
+    site = Path(os.environ["TRITONRNN_EXPECTED_SITE"]).resolve()
+    for module in (tritonrnn, tritonrnn.kernels):
+        assert Path(module.__file__).resolve().is_relative_to(site), module.__file__
+'''
+
+
+def test_installed_wheel_runs_the_test_suite_outside_the_source_tree(wheel, tmp_path):
+    """pip-installs the wheel into a bare target directory and runs a subset of the suite from a copy of
+    tests/ that is not under the checkout. PYTHONPATH puts that directory before the venv's site-packages,
+    and the editable install's finder is a sys.meta_path hook placed after PathFinder, so the wheel wins;
+    the origin test asserts it, in the same process as the suite."""
+    site, suite = tmp_path / "site", tmp_path / "suite"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-cache-dir",
+         "--disable-pip-version-check", "--target", str(site), str(wheel)],
+        capture_output=True, text=True, timeout=BUDGET_S)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    shutil.copytree(ROOT / "tests", suite / "tests",
+                    ignore=shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache"))
+    shutil.copy(ROOT / "pyproject.toml", suite / "pyproject.toml")  # the pytest configuration (markers)
+    (suite / "tests" / "test_installed_origin.py").write_text(ORIGIN_TEST)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(suite)]), "CI": "true",
+           "TRITONRNN_EXPECTED_SITE": str(site)}
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import tritonrnn, tritonrnn.kernels, tests.tolerance; "
+         "print(tritonrnn.__file__); print(tritonrnn.kernels.__file__); print(tests.tolerance.__file__)"],
+        capture_output=True, text=True, cwd=suite, env=env, timeout=BUDGET_S)
+    assert probe.returncode == 0, probe.stderr[-4000:]
+    package, kernels, tolerance_module = (Path(line).resolve() for line in probe.stdout.split())
+    assert package == (site / "tritonrnn" / "__init__.py").resolve()
+    assert kernels == (site / "tritonrnn" / "kernels" / "__init__.py").resolve()
+    assert tolerance_module == (suite / "tests" / "tolerance.py").resolve()
+
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-x", "-p", "no:cacheprovider", *SUITE_SUBSET],
+        capture_output=True, text=True, cwd=suite, env=env, timeout=600)
+    report = run.stdout[-6000:] + run.stderr[-2000:]
+    assert run.returncode == 0, report  # 5 would mean nothing was collected
+    assert "test_installed_origin.py::test_tritonrnn_comes_from_the_installed_wheel PASSED" in run.stdout, report
+    passed = re.search(r"(\d+) passed", run.stdout)
+    assert passed and int(passed.group(1)) >= 100, report
+    assert str(ROOT) not in run.stdout, report  # no traceback or path from the checkout

@@ -16,18 +16,43 @@ import os
 
 import torch
 
+from . import kernels as _kernels  # the package only (no triton): its modules load on first use
+
 ENV_OVERRIDE = "TRITONRNN_BACKEND"
 
 
-@functools.lru_cache(maxsize=None)
+# torch.compile cannot trace importlib: functions marked with assume_constant_result run eagerly while
+# dynamo traces and their (bool) result enters the graph as a constant.
+_constant_result = getattr(getattr(torch, "compiler", None), "assume_constant_result", lambda fn: fn)
+
+
+@_constant_result
 def has_triton() -> bool:
     """True when the `triton` package imports (it is absent on macOS/Windows CPU installs). Asked only when
     a Triton backend could be chosen, so `import tritonrnn` never imports triton."""
+    return _has_triton()
+
+
+@functools.lru_cache(maxsize=None)
+def _has_triton() -> bool:
     try:
         importlib.import_module("triton")
     except ImportError:
         return False
     return True
+
+
+@_constant_result
+def _import(name: str) -> bool:
+    importlib.import_module(name)
+    return True
+
+
+def kernel_module(name: str):
+    """The module tritonrnn.kernels.`name` (e.g. "scan"), imported on first use, also under torch.compile.
+    Read as an attribute of the package: dynamo snapshots sys.modules at its first read in a trace."""
+    _import(f"tritonrnn.kernels.{name}")
+    return getattr(_kernels, name)
 
 
 def interpreting() -> bool:

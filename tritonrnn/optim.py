@@ -11,7 +11,12 @@ All three are `torch.optim.Optimizer`s:
 - backend "triton" runs one multi-tensor launch per (param group, device, dtype) (kernels/multi_tensor.py),
   "foreach" the same math through `torch._foreach_*` ops, "auto" picks Triton on CUDA (and under
   TRITON_INTERPRET=1 on CPU), else foreach (tritonrnn._backend.resolve_backend). Nothing in `step()`
-  synchronises the host with the device.
+  synchronises the host with the device;
+- DTensor parameters (FSDP2 `fully_shard`, tensor parallel): the state is a DTensor placed like its
+  parameter and the step runs on each rank's local shard; Frank-Wolfe's p=2 norms are all-reduced over the
+  mesh dimensions a parameter is sharded on (tests/test_distributed_modules.py). FSDP1
+  (`FullyShardedDataParallel`) hands the optimizer plain views of each rank's flat shard, so Frank-Wolfe's
+  p=2 norms would be per shard: use FSDP2 with Frank-Wolfe.
 
 Mixed precision (GradScaler recipe, tested in tests/optim): keep fp32 parameters, run the forward under
 `torch.autocast`, and step through the scaler:
@@ -30,7 +35,7 @@ import numbers
 
 import torch
 
-from ._backend import resolve_backend
+from ._backend import kernel_module, resolve_backend
 from ._validate import FLOAT_DTYPES, check_float, check_int
 from .schedules import restart_momentum, sutskever_momentum
 
@@ -159,7 +164,21 @@ def _fw_foreach(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, *
 def _fp32_like(p: torch.Tensor, *, copy: bool = False) -> torch.Tensor:
     if copy:
         return p.detach().to(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
-    return torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+    # zeros_like keeps a DTensor parameter's mesh and placements (FSDP2 shards the state like the parameter).
+    return torch.zeros_like(p, dtype=torch.float32, memory_format=torch.contiguous_format)
+
+
+def _dtensor_layout(p):
+    """(mesh, placements) of a DTensor parameter (FSDP2, tensor parallel), else None."""
+    if not hasattr(p, "device_mesh") or not hasattr(p, "placements"):
+        return None
+    return (p.device_mesh, tuple(p.placements))
+
+
+def _local(t):
+    """The local shard of a DTensor (the same storage, so in-place updates reach the parameter); else t.
+    SRSGD, NAG and Frank-Wolfe's p=inf step are elementwise, so they run on local shards unchanged."""
+    return t.to_local() if _dtensor_layout(t) is not None else t
 
 
 class _Bucket:
@@ -167,7 +186,8 @@ class _Bucket:
 
     def __init__(self, backend: str, key):
         self.backend, self.key = backend, key
-        self.params, self.grads = [], []
+        self.params, self.grads = [], []  # local tensors (a DTensor's shard): what the kernels see
+        self.keys = []  # the parameters themselves: the optimizer's state is keyed by them
 
 
 class _FusedOptimizer(torch.optim.Optimizer):
@@ -208,7 +228,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     # -- per-step plumbing -----------------------------------------------------------------------------
     def _buckets(self, group):
-        """Parameters with a gradient, grouped by (device, param dtype, grad dtype, layout)."""
+        """Parameters with a gradient, grouped by (device, param dtype, grad dtype, layout, DTensor layout)."""
         buckets = {}
         for p in group["params"]:
             if p.grad is None:
@@ -216,13 +236,19 @@ class _FusedOptimizer(torch.optim.Optimizer):
             g = p.grad
             if g.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            layout = _dtensor_layout(p)
+            if layout != _dtensor_layout(g):
+                raise ValueError(f"{type(self).__name__}: a parameter and its gradient must have the same DTensor "
+                                 f"placements, got {layout} and {_dtensor_layout(g)}")
+            key_param, p, g = p, _local(p), _local(g)
             # The kernels index flat storage: a non-contiguous parameter takes the foreach path.
-            key = (p.device, p.dtype, g.dtype, p.is_contiguous())
+            key = (p.device, p.dtype, g.dtype, p.is_contiguous(), layout)
             bucket = buckets.get(key)
             if bucket is None:
                 backend = resolve_backend(group["backend"], p.device, torch_name="foreach")
                 bucket = buckets[key] = _Bucket(backend if key[3] else "foreach", key)
             bucket.params.append(p)
+            bucket.keys.append(key_param)
             bucket.grads.append(g if g.is_contiguous() or bucket.backend == "foreach" else g.contiguous())
         return list(buckets.values())
 
@@ -237,15 +263,21 @@ class _FusedOptimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _kernels():
-        from .kernels import multi_tensor
+        return kernel_module("multi_tensor")  # traceable by torch.compile (an import statement is not always)
 
-        return multi_tensor
+    def _launch(self, name, index, bucket, *tensors, **hyper):
+        """The multi-tensor kernel `name` on a bucket. Under torch.compile through its custom op (a traced
+        step has fake tensors without data_ptr()s; the op builds the plan from the real ones)."""
+        kernels = self._kernels()
+        if torch.compiler.is_compiling():
+            return getattr(kernels, f"{name}_op")(bucket.params, bucket.grads, *tensors, **hyper)
+        return getattr(kernels, name)(self._plan(index, bucket), bucket.params, bucket.grads, *tensors, **hyper)
 
     def _state(self, p, name, *, copy=False):
         state = self.state[p]
         if name not in state:
             state[name] = _fp32_like(p, copy=copy)
-        return state[name]
+        return _local(state[name])
 
     def load_state_dict(self, state_dict) -> None:
         """torch casts floating state to each parameter's dtype on load; ours stays fp32 (SPEC §2)."""
@@ -315,9 +347,9 @@ class SRSGD(_FusedOptimizer):
             F, k = _restart_position(group)
             hyper = dict(lr=group["lr"], momentum=restart_momentum(k, F), weight_decay=group["weight_decay"])
             for bucket in self._buckets(group):
-                bufs = [self._state(p, "v_prev", copy=True) for p in bucket.params]
+                bufs = [self._state(p, "v_prev", copy=True) for p in bucket.keys]
                 if bucket.backend == "triton":
-                    self._kernels().srsgd_step(self._plan(index, bucket), bucket.params, bucket.grads, bufs, **hyper)
+                    self._launch("srsgd_step", index, bucket, bufs, **hyper)
                 else:
                     _srsgd_foreach(bucket.params, bucket.grads, bufs, **hyper)
             _advance_restart(group)
@@ -402,9 +434,9 @@ class NAG(_FusedOptimizer):
             c_new, c_old = (1.0 + mu_next, mu) if nesterov else (1.0, 0.0)
             hyper = dict(lr=group["lr"], momentum=mu, c_new=c_new, c_old=c_old, weight_decay=group["weight_decay"])
             for bucket in self._buckets(group):
-                velocities = [self._state(p, "velocity") for p in bucket.params]
+                velocities = [self._state(p, "velocity") for p in bucket.keys]
                 if bucket.backend == "triton":
-                    self._kernels().nag_step(self._plan(index, bucket), bucket.params, bucket.grads, velocities, **hyper)
+                    self._launch("nag_step", index, bucket, velocities, **hyper)
                 else:
                     _nag_foreach(bucket.params, bucket.grads, velocities, **hyper)
             group["mu"] = mu_next
@@ -505,7 +537,7 @@ class FrankWolfe(_FusedOptimizer):
             p_inf = group["p"] == math.inf
             buckets = self._buckets(group)
             for bucket in buckets:
-                for p in bucket.params:
+                for p in bucket.keys:
                     self._state(p, "anchor", copy=True)
                     self._state(p, "delta")
                     if outer_adam:
@@ -518,14 +550,16 @@ class FrankWolfe(_FusedOptimizer):
                          outer_step=group["outer_step"] + 1, weight_decay=group["weight_decay"])
             for i, bucket in enumerate(buckets):
                 names = ("anchor", "delta", "exp_avg", "exp_avg_sq") if outer_adam else ("anchor", "delta")
-                states = [[self.state[p][name] for p in bucket.params] for name in names]
+                states = [[self._state(p, name) for p in bucket.keys] for name in names]
                 states += [None] * (4 - len(states))
                 scale = None if p_inf else scales[i]
-                if bucket.backend == "triton":
+                if bucket.backend == "triton" and torch.compiler.is_compiling():
+                    self._launch("fw_step", index, bucket, *(x if x is not None else [] for x in states), scale,
+                                 **hyper)
+                elif bucket.backend == "triton":
                     if scale is None:  # a placeholder pointer: P_INF never reads it
                         scale = states[0][0]
-                    self._kernels().fw_step(self._plan(index, bucket), bucket.params, bucket.grads, *states,
-                                            scale, **hyper)
+                    self._launch("fw_step", index, bucket, *states, scale, **hyper)
                 else:
                     _fw_foreach(bucket.params, bucket.grads, *states, scale, **hyper)
             group["k"] = 0 if last else k
@@ -539,10 +573,15 @@ class FrankWolfe(_FusedOptimizer):
         sumsq = []
         for bucket in buckets:
             if bucket.backend == "triton":
-                sumsq.append(self._kernels().grad_sumsq(self._plan(index, bucket), bucket.params, bucket.grads,
-                                                        weight_decay=wd))
+                sumsq.append(self._launch("grad_sumsq", index, bucket, weight_decay=wd))
             else:
                 sumsq.append(_grad_sumsq_foreach(bucket.params, bucket.grads, weight_decay=wd))
+            layout = bucket.key[4]
+            if layout is not None:  # a sharded parameter's norm sums its shards (SPEC §2.3: the whole tensor)
+                mesh, placements = layout
+                for dim, placement in enumerate(placements):
+                    if placement.is_shard():
+                        torch.distributed.all_reduce(sumsq[-1], group=mesh.get_group(dim))
         if group["norm"] == "global" and sumsq:
             # One fixed-order sum over the per-tensor values of every bucket (deterministic).
             total = torch.cat([s.to(sumsq[0].device) for s in sumsq]).sum()

@@ -126,8 +126,8 @@ def test_restart_period_and_offset_beyond_int32():
     check_scan("momentum", u, [None], (0.5, 0.6), cot, backend="triton", restart=5, step_offset=2**62 + 1)
 
 
-def test_continuation_with_step_offset():
-    check_continuation("triton", torch.float16, B=1, C=2)
+def test_continuation_with_step_offset(device):
+    check_continuation("triton", torch.float16, B=1, C=2, device=device)
 
 
 def test_outputs_keep_a_time_major_layout_and_no_grad_skips_carries():

@@ -435,3 +435,22 @@ def test_bad_forward_arguments(backend):
     rnn = tnn.MomentumRNN(3, 4, backend=backend)
     with pytest.raises(ValueError, match="hx"):
         rnn(x, torch.zeros(1, 2, 5))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["LSTM", "MomentumLSTM", "SRRNN"])
+def test_torch_backend_trains_on_cuda(name):
+    """The native (cuDNN) path backpropagates: cuDNN's RNN backward needs the forward run with train=True
+    (the first GPU run found a train=False call that only CPU tolerated)."""
+    torch.manual_seed(0)
+    module = getattr(tritonrnn.nn, name)(3, 8, backend="torch").cuda()
+    cpu = getattr(tritonrnn.nn, name)(3, 8, backend="torch")
+    cpu.load_state_dict(module.state_dict())
+    x = torch.randn(5, 2, 3)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # fp32 math on both sides
+        out, _ = module(x.cuda())
+        out.square().sum().backward()
+    ref, _ = cpu(x)
+    ref.square().sum().backward()
+    for (name_, p), q in zip(module.named_parameters(), cpu.parameters()):
+        assert_close(p.grad.cpu(), q.grad, torch.float32, 5 * 2, q.grad.abs().max().item(), name_)

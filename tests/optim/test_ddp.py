@@ -3,7 +3,6 @@ the global batch, end with the same parameters as one process on the whole batch
 gradients before `step()`, so every rank applies the same update)."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 
 from tritonrnn.optim import NAG, SRSGD, FrankWolfe
 
+from tests.distributed import free_port
 from tests.tolerance import assert_close
 
 STEPS = 6
@@ -55,17 +55,11 @@ def _worker(rank, world, port, out_path):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 def test_two_process_ddp_matches_one_process(tmp_path):
     pytest.importorskip("triton")
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     distributed = torch.load(out)
     for (cls, kwargs), got in zip(CASES, distributed):
         want = _train(_model(), lambda ps: cls(ps, **kwargs), _batches())

@@ -5,6 +5,12 @@
                step_offset=0, lengths=None, reverse=False, backend="auto") -> (output, h_T, c_T, state_T)
     rnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, nonlinearity="tanh", ...)
         -> (output, h_T, state_T)
+    indrnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, ...) -> (output, h_T, state_T)
+
+The RNN layer's nonlinearity="modrelu" is the orthogonal core of DTRIV (issue #8): z_t = a_t + U h_{t-1}
+with U = weight_hh (the caller keeps it orthogonal) and h_t = sign(z_t)·relu(|z_t| + b), b = bias_hh (the
+modReLU bias, not an additive one; bias_ih may be None on its own, as DTRIV's input map has no bias).
+indrnn_layer is the IndRNN core, h_t = relu(a_t + w ⊙ h_{t-1} + b_hh) with weight_hh = w [H].
 
 x is [B, T, in] in logical order with any strides, the convention of tritonrnn.functional (a transposed
 time-major tensor, as the modules pass, is read in place); the output [B, T, P] is a transposed view of
@@ -26,7 +32,10 @@ Paths (data flow module → functional → kernels):
   A carried v_0 enters the same native call exactly through B more channels: v_t gains Λ_t v_0 with
   Λ_t = Π_{k≤t} μ_k, i.e. input channel b of row b is Λ_t and the weight columns are v_0ᵀ (an input
   projection B/H times the recurrent one's cost; nothing is added when no v_0 is passed).
-- otherwise (the Triton backend, and Adam / RMSProp / Nesterov on torch): per time segment, the input
+  Under torch.compile these families take _fused instead (the native RNN ops do not trace).
+- backend "torch" for the cores without a native form (modReLU, IndRNN), and Adam / RMSProp / Nesterov:
+  _fused, one loop of reference steps.
+- otherwise (the Triton backend): per time segment, the input
   dynamics via tritonrnn.functional.scan, then the recurrence via tritonrnn.functional.recurrence
   (NesterovLSTM, whose momentum holds the recurrent term, SPEC §1.3, through nesterov_lstm_recurrence).
   Momentum / restart scan the raw input plus the bias channel there too and project afterwards; the
@@ -48,7 +57,7 @@ from ..schedules import restart_momentum
 from . import recurrence as _recurrence
 from . import scan as _scan
 
-__all__ = ["lstm_layer", "rnn_layer", "check_hyper", "DEFAULTS", "STATE_NAMES"]
+__all__ = ["lstm_layer", "rnn_layer", "indrnn_layer", "check_hyper", "DEFAULTS", "STATE_NAMES"]
 
 # SPEC §1.2 table, "defaults (reference recipes)"; the modules read their keyword defaults from here.
 DEFAULTS = {
@@ -61,9 +70,11 @@ DEFAULTS = {
 }
 
 # The dispatcher of backend="auto" on CUDA (KERNELS.md §4: never assume a Triton path is faster). The families
-# with an exact cuDNN form (SPEC §1.4: a plain LSTM/RNN on the scanned raw input) stay on cuDNN until a GPU run
-# committed under perf/results/ shows the Triton recurrence faster at the shape; Adam / RMSProp / Nesterov have
-# no cuDNN form (their torch path is a Python step loop) and use the fused kernels. No GPU run exists yet.
+# with an exact cuDNN form (SPEC §1.4: a plain LSTM/RNN on the scanned raw input) stay on cuDNN: the one GPU
+# measurement (perf/results/gpu-h200-20261126T0022Z: the Triton LSTM recurrence at 1565.6 μs/sample training on
+# an H200 at the paper's shape) is far from any cuDNN figure. Adam / RMSProp / Nesterov (and the orthogonal and
+# IndRNN cores, which bypass this table) have no cuDNN form; their torch path is a Python step loop, and they
+# use the fused kernels until a measurement of both on a GPU says otherwise.
 AUTO_ON_CUDA = {"plain": "torch", "momentum": "torch", "restart": "torch",
                 "adam": "triton", "rmsprop": "triton", "nesterov": "triton"}
 
@@ -112,12 +123,26 @@ def lstm_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=No
 def rnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, nonlinearity="tanh", dynamics="plain",
               mu=None, s=None, beta=None, eps=None, restart=None, h0=None, state=None, step_offset=0,
               lengths=None, reverse=False, backend="auto"):
-    """One RNN-family layer (module docstring). Returns (output [B, T, H], h_T [B, H], state_T dict)."""
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    """One RNN-family layer (module docstring; "modrelu": the orthogonal core, bias_hh its modReLU bias).
+    Returns (output [B, T, H], h_T [B, H], state_T dict)."""
+    if nonlinearity not in ("tanh", "relu", "modrelu"):
+        raise ValueError(f"nonlinearity must be 'tanh', 'relu' or 'modrelu', got {nonlinearity!r}")
     if dynamics == "nesterov":
         raise ValueError("dynamics='nesterov' is defined for the LSTM core only (SPEC §1.3)")
     out, h, _, st = _layer(f"rnn_{nonlinearity}", x, weight_ih, weight_hh, bias_ih, bias_hh, None, dynamics,
+                           dict(mu=mu, s=s, beta=beta, eps=eps, restart=restart), h0, None, state, step_offset,
+                           lengths, reverse, backend)
+    return out, h, st
+
+
+def indrnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, dynamics="plain", mu=None, s=None,
+                 beta=None, eps=None, restart=None, h0=None, state=None, step_offset=0, lengths=None, reverse=False,
+                 backend="auto"):
+    """One IndRNN layer (module docstring): weight_ih [H, in], weight_hh = w [H], biases [H].
+    Returns (output [B, T, H], h_T [B, H], state_T dict)."""
+    if dynamics == "nesterov":
+        raise ValueError("dynamics='nesterov' is defined for the LSTM core only (SPEC §1.3)")
+    out, h, _, st = _layer("indrnn", x, weight_ih, weight_hh, bias_ih, bias_hh, None, dynamics,
                            dict(mu=mu, s=s, beta=beta, eps=eps, restart=restart), h0, None, state, step_offset,
                            lengths, reverse, backend)
     return out, h, st
@@ -141,8 +166,10 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
         if w_hr.shape[1] != H:
             raise ValueError(f"weight_hr must have shape (proj_size, {H}), got {tuple(w_hr.shape)}")
     P = H if w_hr is None else w_hr.shape[0]
-    check_shape(check_tensor(w_hh, "weight_hh", ndim=2, dtypes=None, dtype=dt, device=dev), "weight_hh", (G * H, P))
-    if (b_ih is None) != (b_hh is None):
+    hh_shape = (H,) if core == "indrnn" else (G * H, P)
+    check_shape(check_tensor(w_hh, "weight_hh", ndim=len(hh_shape), dtypes=None, dtype=dt, device=dev), "weight_hh",
+                hh_shape)
+    if (b_ih is None) != (b_hh is None) and core != "rnn_modrelu":  # modReLU's b stands alone
         raise ValueError("bias_ih and bias_hh must both be given or both be None")
     for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
         if b is not None:
@@ -160,7 +187,8 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     step_offset = check_int(step_offset, "step_offset", low=0)
     lengths = _check_lengths(lengths, B, T)
     path = resolve_backend(backend, dev)
-    if backend == "auto" and dev.type == "cuda" and not os.environ.get(ENV_OVERRIDE) and path == "triton":
+    if (backend == "auto" and dev.type == "cuda" and not os.environ.get(ENV_OVERRIDE) and path == "triton"
+            and core in _NATIVE):  # the cores without a cuDNN form always take the kernels
         path = AUTO_ON_CUDA[dynamics]
     if path == "triton":
         missing = _triton_gap(w_hr, dt)
@@ -183,7 +211,9 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     args = (core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths)
     if path == "triton":
         out, h, c, final = _general(*args)
-    elif dynamics in ("plain", "momentum", "restart"):
+    elif dynamics in ("plain", "momentum", "restart") and core in _NATIVE and not torch.compiler.is_compiling():
+        # Under torch.compile the native RNN ops do not trace (CPU: mkldnn_rnn_layer's fake/backward fail);
+        # _fused computes the same layer with traceable ops.
         out, h, c, final = _native(*args)
     else:
         out, h, c, final = _fused(*args)
@@ -278,13 +308,16 @@ def _native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, stat
 
 def _native_call(core, drive, hx, weights, has_biases, lengths, T):
     """torch's native LSTM/RNN on one layer (packed by `lengths` when rows stop early): (out, result)."""
+    # `train` must be True whenever a backward may follow: cuDNN keeps its reserve space only then (its RNN
+    # backward refuses otherwise); dropout is 0 here, so the flag changes nothing else.
+    train = torch.is_grad_enabled()
     if lengths is None:
-        result = _NATIVE[core](drive, hx, weights, has_biases, 1, 0.0, False, False, False)
+        result = _NATIVE[core](drive, hx, weights, has_biases, 1, 0.0, train, False, False)
         return result[0], result
     packed = torch.nn.utils.rnn.pack_padded_sequence(drive, lengths, enforce_sorted=False)
     order = packed.sorted_indices.to(drive.device)
     hx = tuple(h.index_select(1, order) for h in hx) if core == "lstm" else hx.index_select(1, order)
-    result = _NATIVE[core](packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, False, False)
+    result = _NATIVE[core](packed.data, packed.batch_sizes, hx, weights, has_biases, 1, 0.0, train, False)
     out_packed = torch.nn.utils.rnn.PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices,
                                                    packed.unsorted_indices)
     out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, total_length=T)
@@ -368,6 +401,8 @@ def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, sta
         if core == "lstm":
             h, carry["h"], carry["c"] = _recurrence.lstm_recurrence(a, w_hh, b_hh, carry["h"], carry["c"],
                                                                     backend=path)
+        elif core == "indrnn":
+            h, carry["h"] = _recurrence.indrnn_recurrence(a, w_hh, b_hh, carry["h"], backend=path)
         else:
             h, carry["h"] = _recurrence.rnn_recurrence(a, w_hh, b_hh, carry["h"], nonlinearity=core[4:],
                                                        backend=path)
@@ -407,9 +442,8 @@ def _fused(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     (reference.cell_step): STYLE.md makes the reference the CPU fallback of last resort, and this is it."""
     sdt = torch.promote_types(x.dtype, torch.float32)
     B, GH = x.shape[1], w_ih.shape[0]
-    weights = [None if t is None else t.to(sdt) for t in (w_ih, w_hh, b_ih, b_hh, w_hr)]
-    if b_ih is None:
-        weights[2], weights[3] = 0.0, 0.0
+    weights = [0.0 if t is None else t.to(sdt) for t in (w_ih, w_hh, b_ih, b_hh)] + [
+        None if w_hr is None else w_hr.to(sdt)]
     carry = {"h": h0.to(sdt), **({"c": c0.to(sdt)} if c0 is not None else {})}
     for n in ("v", "m", "a"):
         carry[n] = state[n] if n in state else torch.zeros(B, GH, dtype=sdt, device=x.device)

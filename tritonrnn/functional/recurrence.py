@@ -21,20 +21,19 @@ come back fp32 like the scans' states (tritonrnn.functional.scan).
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 
-from .._backend import resolve_backend
+from .._backend import kernel_module, resolve_backend
 from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
 from ..reference.cells import core_step, drive_step
 from ..schedules import restart_momentum
 
-__all__ = ["lstm_recurrence", "rnn_recurrence", "nesterov_lstm_recurrence", "momentum_lstm_recurrence"]
+__all__ = ["lstm_recurrence", "rnn_recurrence", "indrnn_recurrence", "nesterov_lstm_recurrence",
+           "momentum_lstm_recurrence"]
 
 # float64 runs on the torch path only (the kernels accumulate in fp32); it exists for gradcheck.
 _DTYPES = FLOAT_DTYPES + (torch.float64,)
-NONLINEARITIES = ("tanh", "relu")
+NONLINEARITIES = ("tanh", "relu", "modrelu")
 
 
 def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, *, backend="auto"):
@@ -56,18 +55,46 @@ def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, *, backend="au
 def rnn_recurrence(a, weight_hh, bias_hh=None, h0=None, *, nonlinearity="tanh", backend="auto"):
     """SPEC §1.1 RNN core (nn.RNN's `nonlinearity`). a: [B, T, H]; weight_hh: [H, H]; bias_hh: [H] or
     None; h0: [B, H] or None. Returns (h [B, T, H] in a's dtype and memory layout, h_T [B, H] in a's dtype).
+    nonlinearity="modrelu" is the orthogonal RNN core (DTRIV; weight_hh = U orthogonal): z_t = a_t + U h_{t-1},
+    h_t = sign(z_t)·relu(|z_t| + b) with b = bias_hh the modReLU bias (None: b = 0, h_t = z_t).
     """
     if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
     H = _check_core(a, "a", weight_hh, bias_hh, 1)
+    return _single_state_core(a, weight_hh, bias_hh, h0, H, backend, f"rnn_{nonlinearity}",
+                              lambda h0_: _kernels().rnn_recurrence(a, weight_hh, bias_hh, h0_, nonlinearity,
+                                                                    _time_major(a)))
+
+
+def indrnn_recurrence(a, weight_hh, bias_hh=None, h0=None, *, backend="auto"):
+    """IndRNN core (Li et al. 2018): h_t = relu(a_t + w ⊙ h_{t-1} + b_hh), every unit its own recurrence.
+    a: [B, T, H]; weight_hh: w [H]; bias_hh: [H] or None; h0: [B, H] or None. Returns (h [B, T, H] in a's
+    dtype and memory layout, h_T [B, H] in a's dtype). Clipping |w| ≤ w_max is the caller's (the module's)."""
+    check_tensor(a, "a", ndim=3, dtypes=_DTYPES)
+    check_tensor(weight_hh, "weight_hh", ndim=1, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
+    H = weight_hh.shape[0]
+    if a.shape[2] != H:
+        raise ValueError(f"a must have H = {H} channels in its last dimension (weight_hh is {tuple(weight_hh.shape)}), "
+                         f"got shape {tuple(a.shape)}")
+    if bias_hh is not None:
+        check_tensor(bias_hh, "bias_hh", ndim=1, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
+        check_shape(bias_hh, "bias_hh", (H,))
+    return _single_state_core(a, weight_hh, bias_hh, h0, H, backend, "indrnn",
+                              lambda h0_: kernel_module("indrnn").indrnn_recurrence(a, weight_hh, bias_hh, h0_,
+                                                                                    _time_major(a)))
+
+
+def _single_state_core(a, weight_hh, bias_hh, h0, H, backend, core, launch):
+    """The body of the cores that carry h only (RNN, orthogonal, IndRNN) on checked a and weights: the h0
+    check, the empty case, then `launch(h0)` (the kernel) or the torch step loop. Returns (h, h_T)."""
     h0 = _check_state(h0, "h0", a, H)
     path = _backend(backend, a, "a")
     B, T, _ = a.shape
     if B * T * H == 0:
         return _empty_output(a, H), _initial(h0, a, H, a.dtype)
     if path == "triton":
-        return _kernels().rnn_recurrence(a, weight_hh, bias_hh, h0, nonlinearity, _time_major(a))
-    out, h_T, _ = _step_loop(a, weight_hh, bias_hh, h0, None, None, core=f"rnn_{nonlinearity}", dynamics="plain")
+        return launch(h0)
+    out, h_T, _ = _step_loop(a, weight_hh, bias_hh, h0, None, None, core=core, dynamics="plain")
     return out, h_T
 
 
@@ -135,7 +162,7 @@ def _step_loop(a, weight_hh, bias_hh, h0, c0, carried0, *, core, dynamics, lams=
     time steps of a [B, T, G·H], fp32 state. `carried0` is the family's carried state (v for momentum, a for
     Nesterov). Returns (h [B, T, H] in a's layout and dtype, h_T, c_T (None for the RNN core) in a's dtype),
     plus the carried state (fp32) when the family has one."""
-    H = weight_hh.shape[1]
+    H = weight_hh.shape[-1]  # [G·H, H] matrices; IndRNN's w is [H]
     dtype = _state_dtype(a)
     w, b = weight_hh.to(dtype), (0.0 if bias_hh is None else bias_hh.to(dtype))
     h = _initial(h0, a, H, dtype)
@@ -147,9 +174,9 @@ def _step_loop(a, weight_hh, bias_hh, h0, c0, carried0, *, core, dynamics, lams=
     outs = []
     for t, a_t in enumerate(a.unbind(1)):  # unbind, not a[:, t]: T selects would each backprop a full-size zero
         z, state["v"], state["m"], state["a"] = drive_step(
-            a_t.to(dtype), h, state["v"], state["m"], state["a"], w, b, dynamics=dynamics,
+            a_t.to(dtype), h, state["v"], state["m"], state["a"], w, b, core=core, dynamics=dynamics,
             lam=None if lams is None else lams[t], s=s, beta=None, eps=None)
-        h, c = core_step(z, c, None, core=core)
+        h, c = core_step(z, c, None, core=core, b_hh=b)
         outs.append(h)
     result = (_stack(outs, a), h.to(a.dtype), None if c is None else c.to(a.dtype))
     return result + (state[carried],) if carried else result
@@ -225,4 +252,4 @@ def _initial(state, a, width, dtype):
 
 def _kernels():
     # Imported on first use: tritonrnn imports without triton (_backend.resolve_backend checked it exists).
-    return importlib.import_module("tritonrnn.kernels.recurrence")
+    return kernel_module("recurrence")  # importlib is untraceable under torch.compile

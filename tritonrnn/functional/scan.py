@@ -11,11 +11,9 @@ Final states are fp32 (fp64 for fp64 input), outputs have u's dtype.
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 
-from .._backend import resolve_backend
+from .._backend import kernel_module, resolve_backend
 from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
 from ..reference import scans as reference
 
@@ -132,4 +130,4 @@ def _initial(state, u):
 
 def _kernels():
     # Imported on first use: tritonrnn imports without triton (_backend.resolve_backend checked it exists).
-    return importlib.import_module("tritonrnn.kernels.scan")
+    return kernel_module("scan")  # importlib is untraceable under torch.compile

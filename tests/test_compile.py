@@ -1,0 +1,274 @@
+"""torch.compile (issue #7): modules and optimizers under torch.compile(fullgraph=True), without graph breaks,
+equal to eager; the Triton kernels as torch custom ops (tritonrnn::*) with fake implementations and autograd.
+
+On CPU the compiled graphs use backend="aot_eager" (AOTAutograd traces forward and backward through the
+fake implementations, the ops run eagerly): the Triton path runs under the interpreter, which inductor
+cannot fuse anyway, and inductor's C++ compile costs ~30 s per graph on this CI. One inductor test covers
+the torch path; on a GPU the `gpu` tests compile the Triton path with inductor.
+fullgraph=True turns any graph break into an error, so every compiled call here also checks "no breaks".
+"""
+import pytest
+import torch
+
+import tritonrnn.nn as tnn
+import tritonrnn.optim as tro
+from tests.conftest import DEVICE
+from tests.tolerance import tolerance
+
+pytest.importorskip("triton")
+
+T, B, N_IN, H = 4, 2, 3, 8
+MODULES = ["LSTM", "MomentumLSTM", "SRLSTM", "AdamLSTM", "RMSPropLSTM", "NesterovLSTM", "RNN", "MomentumRNN",
+           "MomentumOrthogonalRNN", "MomentumIndRNN"]
+KERNEL_OPS = ("tritonrnn.recurrence_fwd", "tritonrnn.indrnn_fwd")
+
+
+def _recording(backend, seen):
+    """A dynamo backend that records the ops of each captured graph, then compiles with `backend`."""
+    inner = torch._dynamo.lookup_backend(backend)
+
+    def compile_fn(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return inner(gm, example_inputs)
+    return compile_fn
+
+
+def _run(model, x, seed=1):
+    """Outputs (output, h_n[, c_n]) and the gradients of x and every parameter for a random cotangent."""
+    out, hn = model(x)
+    results = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((r * torch.randn(r.shape, generator=g).to(r.device)).sum() for r in results)
+    grads = torch.autograd.grad(loss, [x, *model.parameters()])
+    return [r.detach() for r in results], list(grads)
+
+
+def _check_module(name, backend, compiler, device):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = getattr(tnn, name)(N_IN, H, backend=backend).to(device)
+    x = torch.randn(T, B, N_IN, device=device, requires_grad=True)
+    seen = []
+    compiled = torch.compile(model, backend=_recording(compiler, seen), fullgraph=True)
+    got_out, got_grads = _run(compiled, x)
+    want_out, want_grads = _run(model, x)
+    # Derived bound: the compiled torch path (_fused) and the eager one (native cell) round differently in
+    # fp32 over T steps, and a weight gradient sums T·B terms; the Triton path runs the same kernels.
+    rtol, atol = tolerance(torch.float32, steps=T * B)
+    for got, want in zip(got_out + got_grads, want_out + want_grads):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+    return seen
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_torch_backend_compiles_fullgraph(name):
+    seen = _check_module(name, "torch", "aot_eager", torch.device("cpu"))
+    assert not any("tritonrnn" in s for s in seen)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_triton_backend_compiles_fullgraph(name, device):
+    seen = _check_module(name, "triton", "aot_eager", device)
+    # The kernels are in the graph as custom ops (not traced through, not run outside the graph).
+    assert any(s.startswith(KERNEL_OPS) for s in seen), seen
+
+
+def test_module_torch_backend_inductor():
+    _check_module("MomentumRNN", "torch", "inductor", torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", MODULES)
+def test_module_triton_backend_inductor_gpu(name):
+    seen = _check_module(name, "triton", "inductor", torch.device("cuda"))
+    assert any(s.startswith(KERNEL_OPS) for s in seen), seen
+
+
+def test_no_graph_breaks_counted():
+    """explain() reports what fullgraph=True would reject, for one module per path."""
+    torch._dynamo.reset()
+    for backend in ("torch", "triton"):
+        model = tnn.AdamLSTM(N_IN, H, backend=backend).to(DEVICE)
+        x = torch.randn(T, B, N_IN, device=DEVICE)
+        explanation = torch._dynamo.explain(model)(x)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        assert explanation.graph_count == 1
+
+
+# ----------------------------------------------------------------------------------------- the custom ops
+def _op_cases(device, opcheck=False):
+    from tritonrnn.kernels import recurrence as rec
+    from tritonrnn.kernels import scan
+
+    g = torch.Generator().manual_seed(3)
+
+    def rand(*shape, grad=True, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device).requires_grad_(grad)
+
+    u = rand(B, T, 3)
+    u_tm = rand(T, B, 3).transpose(0, 1)  # a time-major view: outputs keep its layout
+    v0, m0 = rand(B, 3), rand(B, 3).abs()
+    cases = [
+        ("momentum_scan_fwd", scan._momentum_scan_fwd_op, (u, v0, 0.6, 0.6, 0, 0)),
+        ("momentum_scan_fwd restart time-major", scan._momentum_scan_fwd_op, (u_tm, None, 0.0, 0.6, 2, 3)),
+        ("momentum_scan_bwd", scan._momentum_scan_bwd_op, (u.detach(), v0.detach(), 0.6, 0.6, 0, 0, True)),
+        ("adam_scan_fwd", scan._adam_scan_fwd_op, (u, v0, m0, 0.6, 0.6, 0.1, 1e-8, True)),
+        ("adam_scan_fwd time-major", scan._adam_scan_fwd_op, (u_tm, None, None, 0.0, 0.6, 0.9, 1e-8, True)),
+        ("adam_scan_bwd", scan._adam_scan_bwd_op,
+         (u.detach(), u.detach(), None, v0.detach(), rand(B, 1, 3, grad=False), rand(B, 1, 3, grad=False).abs(),
+          0.6, 0.6, 0.1, 1e-8, True, True)),
+    ]
+    w = rand(4 * H, H, scale=0.3)
+    b = rand(4 * H)
+    h0, c0, n0 = rand(B, H), rand(B, H), rand(B, 4 * H)
+    cells = [("lstm", rec.LSTM, rand(B, T, 4 * H), w, b, c0, None),
+             ("momentum_lstm", rec.MOMENTUM_LSTM, rand(B, T, 4 * H), w, b, c0, n0),
+             ("nesterov_lstm", rec.NESTEROV_LSTM, rand(B, T, 4 * H), w, b, c0, n0),
+             ("rnn_tanh", rec.RNN_TANH, rand(B, T, H), w[:H].detach().requires_grad_(), b[:H].detach(), None, None),
+             ("rnn_modrelu", rec.RNN_MODRELU, rand(T, B, H).transpose(0, 1), w[:H].detach().requires_grad_(),
+              b[:H].detach().requires_grad_(), None, None)]
+    for i, (label, cell, a, w_, b_, c0_, n0_) in enumerate(cells):
+        time_major = (i % 2 == 1) if opcheck else (False, True)  # opcheck is slow: one layout per cell
+        for tm in (time_major if isinstance(time_major, tuple) else (time_major,)):
+            cases.append((f"recurrence_fwd {label} time_major={tm}", rec._recurrence_fwd_op,
+                          (a, w_, b_, h0, c0_, n0_, cell, 0.6, 0.6, 2 if cell == rec.NESTEROV_LSTM else 0, 1, tm,
+                           True)))
+    from tritonrnn.kernels import indrnn
+
+    w_ind = rand(H).detach().uniform_(-1.0, 1.0).requires_grad_()
+    for tm in ((True,) if opcheck else (False, True)):
+        a = rand(T, B, H).transpose(0, 1) if tm else rand(B, T, H)
+        cases.append((f"indrnn_fwd time_major={tm}", indrnn._indrnn_fwd_op, (a, w_ind, rand(H), h0, tm, True)))
+    with torch.no_grad():
+        hs = indrnn._indrnn_fwd_op(rand(B, T, H), w_ind, None, None, False, True)[2]
+    cases.append(("indrnn_bwd", indrnn._indrnn_bwd_op, (rand(B, T, H, grad=False), None, w_ind.detach(), hs)))
+    with torch.no_grad():  # saved activations of the LSTM cell with a carried state
+        outs = rec._recurrence_fwd_op(cells[2][2], w, b, h0, c0, n0, rec.NESTEROV_LSTM, 0.6, 0.0, 2, 1, False, True)
+    cases.append(("recurrence_bwd nesterov_lstm", rec._recurrence_bwd_op,
+                  (rand(B, T, H, grad=False), rand(B, H, grad=False), None, rand(B, 4 * H, grad=False),
+                   w.detach(), outs[4], outs[5], outs[6], rec.NESTEROV_LSTM, 0.0, 2, 1)))
+    return cases
+
+
+def test_custom_ops_pass_opcheck(device):
+    """Schema, fake tensor (shapes, strides, dtypes), autograd registration and AOT dispatch of every op."""
+    for label, op, args in _op_cases(device, opcheck=True):
+        result = torch.library.opcheck(op, args)
+        assert all(v == "SUCCESS" for v in result.values()), (label, result)
+
+
+def test_fake_outputs_have_the_real_strides(device):
+    """Compile plans memory from the fake outputs: a time-major output must be time-major there too."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for label, op, args in _op_cases(device):
+        with torch.no_grad():
+            real = op(*args)
+        with FakeTensorMode() as mode:
+            fake = op(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args))
+        assert [(r.shape, r.stride(), r.dtype) for r in real] == [(f.shape, f.stride(), f.dtype) for f in fake], label
+
+
+def test_time_major_output_is_time_major(device):
+    """The guard on the test above: the recurrence really returns a transposed time-major output."""
+    from tritonrnn.kernels import recurrence as rec
+
+    a = torch.randn(T, B, H, device=device).transpose(0, 1)
+    w = torch.randn(H, H, device=device) * 0.3
+    out = rec._recurrence_fwd_op(a, w, None, None, None, None, rec.RNN_TANH, 0.0, 0.0, 0, 0, True, False)[0]
+    assert out.transpose(0, 1).is_contiguous() and not out.is_contiguous()
+
+
+# ------------------------------------------------------------------------------------------- optimizers
+OPTIMIZERS = {
+    "SRSGD": lambda ps, backend: tro.SRSGD(ps, lr=0.1, restart=2, weight_decay=0.01, backend=backend),
+    "NAG-restart": lambda ps, backend: tro.NAG(ps, lr=0.1, schedule="restart", restart=2, backend=backend),
+    "CM-sutskever": lambda ps, backend: tro.NAG(ps, lr=0.1, schedule="sutskever", nesterov=False, backend=backend),
+    "FrankWolfe-adam": lambda ps, backend: tro.FrankWolfe(ps, lr=0.1, radius=0.5, inner_steps=2, backend=backend),
+    "FrankWolfe-inf-sgd": lambda ps, backend: tro.FrankWolfe(ps, lr=0.1, radius=0.5, inner_steps=2, p="inf",
+                                                                    outer="sgd", backend=backend),
+    "FrankWolfe-global": lambda ps, backend: tro.FrankWolfe(ps, lr=0.1, radius=0.5, norm="global", backend=backend),
+}
+# k = 0, 1 and one Frank-Wolfe outer update. Each step's counters are new constants to dynamo (one graph per
+# step), so STEPS must stay below its recompile limit under fullgraph=True.
+STEPS = 2
+
+
+def _optimizer_trajectories(name, backend, compiler, device):
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(5)
+    init = [torch.randn(7, generator=g), torch.randn(3, 4, generator=g), torch.randn(2, generator=g)]
+    eager_ps = [torch.nn.Parameter(p.clone().to(device)) for p in init]
+    comp_ps = [torch.nn.Parameter(p.clone().to(device)) for p in init]
+    eager, comp = OPTIMIZERS[name](eager_ps, backend), OPTIMIZERS[name](comp_ps, backend)
+    seen = []
+
+    @torch.compile(backend=_recording(compiler, seen), fullgraph=True)
+    def step():
+        comp.step()
+
+    for _ in range(STEPS):
+        grads = [torch.randn(p.shape, generator=g).to(device) for p in init]
+        grads[2] = None  # a parameter without a gradient is skipped
+        for ps in (eager_ps, comp_ps):
+            for p, grad in zip(ps, grads):
+                p.grad = None if grad is None else grad.clone()
+        eager.step()
+        step()
+    return eager, comp, seen
+
+
+@pytest.mark.parametrize("backend", ["foreach", "triton"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_step_compiles_fullgraph(name, backend, device):
+    """A compiled step (torch's documented pattern) follows the eager trajectory bitwise: aot_eager runs the
+    same aten ops and kernels, only traced. Counters and state must match too (they drive later steps)."""
+    eager, comp, seen = _optimizer_trajectories(name, backend, "aot_eager", device if backend == "triton" else "cpu")
+    for a, b in zip(eager.param_groups[0]["params"], comp.param_groups[0]["params"]):
+        assert torch.equal(a, b)
+    for key in ("step", "k", "outer_step", "F", "mu"):
+        assert eager.param_groups[0].get(key) == comp.param_groups[0].get(key), key
+    for pa, pb in zip(eager.param_groups[0]["params"], comp.param_groups[0]["params"]):
+        assert eager.state[pa].keys() == comp.state[pb].keys()
+        for k in eager.state[pa]:
+            assert torch.equal(eager.state[pa][k], comp.state[pb][k]), k
+    assert any(s.startswith("tritonrnn.") for s in seen) == (backend == "triton"), seen
+
+
+def test_optimizer_ops_pass_opcheck(device):
+    from tritonrnn.kernels import multi_tensor as mt
+
+    g = torch.Generator().manual_seed(6)
+
+    def tensors():
+        return [torch.randn(5, generator=g).to(device), torch.randn(3, 2, generator=g).to(device)]
+
+    params, grads = tensors(), tensors()
+    cases = [(mt.srsgd_step_op, (params, grads, tensors(), 0.1, 0.5, 0.01)),
+             (mt.nag_step_op, (params, grads, tensors(), 0.1, 0.5, 1.4, 0.5, 0.0)),
+             (mt.grad_sumsq_op, (params, grads, 0.01)),
+             (mt.fw_step_op, (params, grads, tensors(), tensors(), tensors(), [t.abs() for t in tensors()],
+                              torch.rand(2, generator=g).to(device), 2, 2, 0.5, 0.1, False, True, 0.9, 0.999,
+                              1e-8, 1, 0.0)),
+             (mt.fw_step_op, (params, grads, tensors(), tensors(), [], [], None, 1, 2, 0.5, 0.1, True, False,
+                              0.9, 0.999, 1e-8, 1, 0.0))]
+    for op, args in cases:
+        result = torch.library.opcheck(op, args)
+        assert all(v == "SUCCESS" for v in result.values()), (op, result)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["foreach", "triton"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_step_inductor_gpu(name, backend, request):
+    if backend == "foreach" and name in ("SRSGD", "CM-sutskever"):
+        # Seen with torch 2.11 on an H200: from step 2 on these drift by about one momentum term from eager
+        # when the group holds a parameter without a gradient. The same steps match exactly with aot_eager on
+        # CUDA, with inductor on CPU, and on CUDA without that parameter; the Triton backend matches.
+        request.applymarker(pytest.mark.xfail(reason="inductor (CUDA) foreach step with a gradless parameter",
+                                              strict=False))
+    eager, comp, _ = _optimizer_trajectories(name, backend, "inductor", torch.device("cuda"))
+    rtol, atol = tolerance(torch.float32, steps=STEPS)
+    for a, b in zip(eager.param_groups[0]["params"], comp.param_groups[0]["params"]):
+        torch.testing.assert_close(b, a, rtol=rtol, atol=atol)
