@@ -18,13 +18,12 @@ State and accumulation are fp32 for every input dtype; offsets are int64.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from ._aot import AotConfig
+from ._ops import backward_follows, device_guard
 
 NUM_STAGES = 1
 
@@ -102,10 +101,6 @@ def _indrnn_bwd_kernel(
 # Launchers
 
 
-def _device_ctx(x: torch.Tensor):
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
-
-
 def _blocks(B: int, H: int):
     """(BB, BH, num_warps): [4, 64] tiles of 2 warps hold 4 elements a thread, so B = 128, H = 256 gives
     128 programs (about one per SM of an H100); no tl.dot, so no 16-element minimum."""
@@ -129,7 +124,7 @@ def indrnn_fwd(a, weight_hh, bias_hh, h0, *, save, time_major=False):
     w = weight_hh.contiguous()
     b = bias_hh.contiguous() if bias_hh is not None else w
     BB, BH, warps = _blocks(B, H)
-    with _device_ctx(a):
+    with device_guard(a.device):
         _indrnn_fwd_kernel[(triton.cdiv(B, BB), triton.cdiv(H, BH))](
             a, w, b, hs, out, B, T, H,
             a.stride(0), a.stride(1), a.stride(2), out.stride(0), out.stride(1), out.stride(2),
@@ -147,7 +142,7 @@ def indrnn_bwd(dout, dhT, weight_hh, hs):
     has_dout = dout is not None
     sd = (dout.stride(0), dout.stride(1), dout.stride(2)) if has_dout else (0, 0, 0)
     BB, BH, warps = _blocks(B, H)
-    with _device_ctx(hs):
+    with device_guard(hs.device):
         _indrnn_bwd_kernel[(triton.cdiv(B, BB), triton.cdiv(H, BH))](
             dout if has_dout else dz, dhT, weight_hh.contiguous(), hs, dz, dh0, B, T, H, *sd,
             HAS_DOUT=has_dout, BB=BB, BH=BH, num_warps=warps, num_stages=NUM_STAGES)
@@ -211,9 +206,8 @@ _indrnn_fwd_op.register_autograd(_indrnn_backward, setup_context=_indrnn_setup)
 
 def indrnn_recurrence(a, weight_hh, bias_hh=None, h0=None, time_major=False):
     """Triton IndRNN core on validated inputs (tritonrnn.functional.recurrence validates): (h, h_T)."""
-    # Whether a backward can follow is decided here: below autograd (inside the op) grad mode is off.
-    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (a, weight_hh, bias_hh, h0))
-    out, hT, _ = _indrnn_fwd_op(a, weight_hh, bias_hh, h0, bool(time_major), save)
+    out, hT, _ = _indrnn_fwd_op(a, weight_hh, bias_hh, h0, bool(time_major),
+                                backward_follows(a, weight_hh, bias_hh, h0))
     return out, hT
 
 

@@ -23,13 +23,12 @@ deterministic segment sum, no atomics); the global norm is a torch sum over thos
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from ._aot import AotConfig
+from ._ops import device_guard
 
 BLOCK = 1024         # elements per chunk = per program
 NUM_WARPS = 8        # 4 fp32 per thread (one 16-byte access); 4 warps doubles the registers (158 on sm_90)
@@ -188,10 +187,6 @@ def _device_int64(values, device: torch.device) -> torch.Tensor:
     return host
 
 
-def _launch_context(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
 class MultiTensorPlan:
     """Chunk map and pointer tables for one bucket of tensors (same device, same dtypes).
 
@@ -240,7 +235,7 @@ def srsgd_step(plan: MultiTensorPlan, params, grads, bufs, *, lr: float, momentu
     numels, ct, cs, _, c = plan.chunks(params)
     if c == 0:
         return
-    with _launch_context(plan.device):
+    with device_guard(plan.device):
         _srsgd_kernel[(c,)](plan.pointers("param", params), plan.pointers("grad", grads),
                             plan.pointers("buf", bufs), numels, ct, cs,
                             float(lr), float(momentum), float(weight_decay),
@@ -253,7 +248,7 @@ def nag_step(plan: MultiTensorPlan, params, grads, velocities, *, lr: float, mom
     numels, ct, cs, _, c = plan.chunks(params)
     if c == 0:
         return
-    with _launch_context(plan.device):
+    with device_guard(plan.device):
         _nag_kernel[(c,)](plan.pointers("param", params), plan.pointers("grad", grads),
                           plan.pointers("velocity", velocities), numels, ct, cs,
                           float(lr), float(momentum), float(c_new), float(c_old), float(weight_decay),
@@ -265,7 +260,7 @@ def grad_sumsq(plan: MultiTensorPlan, params, grads, *, weight_decay: float) -> 
     numels, ct, cs, begin, c = plan.chunks(params)
     out = torch.empty(len(params), dtype=torch.float32, device=plan.device)
     partials = torch.empty(max(c, 1), dtype=torch.float32, device=plan.device)
-    with _launch_context(plan.device):
+    with device_guard(plan.device):
         if c > 0:
             _fw_sumsq_kernel[(c,)](plan.pointers("param", params), plan.pointers("grad", grads), numels, ct, cs,
                                    partials, float(weight_decay), **_dtype_args(params, grads),
@@ -293,7 +288,7 @@ def fw_step(plan: MultiTensorPlan, params, grads, anchors, deltas, exp_avgs, exp
     else:
         m_table = v_table = anchor_table  # never dereferenced: OUTER_ADAM is False
         step_size = inv_sqrt_bc2 = 0.0
-    with _launch_context(plan.device):
+    with device_guard(plan.device):
         _fw_kernel[(c,)](plan.pointers("param", params), plan.pointers("grad", grads), anchor_table,
                          plan.pointers("delta", deltas), m_table, v_table, scales, numels, ct, cs,
                          1.0 / k, float(radius), float(lr), -1.0 / float(radius), float(beta1), float(beta2),

@@ -54,13 +54,13 @@ its gradient take arbitrary strides.
 """
 from __future__ import annotations
 
-import contextlib
 
 import torch
 import triton
 import triton.language as tl
 
 from ._aot import AotConfig
+from ._ops import NOTHING, backward_follows, device_guard, nothing
 
 # Cell codes (constexpr CELL): one kernel body serves every core so the time loop is written once.
 LSTM = 0
@@ -320,10 +320,6 @@ def _recurrence_bwd_kernel(
 # Launchers
 
 
-def _device_ctx(x: torch.Tensor):
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
-
-
 def _blocks(H: int, direction: str, gates: int):
     """(BB, BH, BK, num_warps). tl.dot needs every tile dimension >= 16. Chosen from the AOT compile report
     (AOT_CONFIGS) under both fp32 dot precisions (tf32, and ieee as the tests compile), not by habit: every
@@ -381,7 +377,7 @@ def recurrence_fwd(a, weight_hh, bias_hh, h0, c0, *, cell, save, time_major=Fals
     ns = _state(ns0, B, GH, a).clone() if carried else None
     out = _output(a, H, time_major)
     BB, BH, BK, warps = _blocks(H, "fwd", G)
-    with _device_ctx(a):
+    with device_guard(a.device):
         _recurrence_fwd_kernel[(triton.cdiv(B, BB),)](
             a, w, b, hs, cs, ns if carried else hs, gates if gates is not None else hs, out,
             B, T, H, nslot,
@@ -420,7 +416,7 @@ def recurrence_bwd(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, *, cell, mu=0.
     def ptr(x):  # a placeholder pointer for a buffer this cell never dereferences
         return x if x is not None else dz
 
-    with _device_ctx(hs):
+    with device_guard(hs.device):
         _recurrence_bwd_kernel[(triton.cdiv(B, BB),)](
             ptr(dout), dhT, ptr(dc), ptr(dn), ptr(dv), w, hs, cs, ptr(gates), dz,
             B, T, H,
@@ -455,13 +451,6 @@ def _final(buf, T, dtype):
 # nodes, the fake implementations give shapes/strides, register_autograd the backward. One forward op and
 # one backward op serve every cell (CELL codes); an output a cell does not have is an empty tensor (custom
 # ops return no None and no input alias). hs, cs, gates are returned so the backward can save them.
-_NOTHING = (0,)
-
-
-def _nothing(ref: torch.Tensor) -> torch.Tensor:
-    return ref.new_empty(_NOTHING, dtype=torch.float32)
-
-
 @torch.library.custom_op("tritonrnn::recurrence_fwd", mutates_args=(), schema=(
     "(Tensor a, Tensor weight_hh, Tensor? bias_hh, Tensor? h0, Tensor? c0, Tensor? n0, int cell, float s, "
     "float mu, int restart, int step_offset, bool time_major, bool save) "
@@ -473,9 +462,9 @@ def _recurrence_fwd_op(a, weight_hh, bias_hh, h0, c0, n0, cell, s, mu, restart, 
                                             step_offset=step_offset)
     T = a.shape[1]
     lstm = GATES[cell] == 4
-    return (out, _final(hs, T, a.dtype), _final(cs, T, a.dtype) if lstm else _nothing(a),
-            ns if ns is not None else _nothing(a), hs, cs if lstm else _nothing(a),
-            gates if gates is not None else _nothing(a))
+    return (out, _final(hs, T, a.dtype), _final(cs, T, a.dtype) if lstm else nothing(a),
+            ns if ns is not None else nothing(a), hs, cs if lstm else nothing(a),
+            gates if gates is not None else nothing(a))
 
 
 @_recurrence_fwd_op.register_fake
@@ -489,10 +478,10 @@ def _(a, weight_hh, bias_hh, h0, c0, n0, cell, s, mu, restart, step_offset, time
         return a.new_empty(shape, dtype=torch.float32)
 
     out = a.new_empty(T, B, H).transpose(0, 1) if time_major else a.new_empty(B, T, H)  # as _output
-    return (out, a.new_empty(B, H), a.new_empty(B, H) if lstm else f32(*_NOTHING),
-            f32(B, GH) if cell in (NESTEROV_LSTM, MOMENTUM_LSTM) else f32(*_NOTHING),
-            f32(nslot, B, H), f32(nslot, B, H) if lstm else f32(*_NOTHING),
-            f32(T, B, GH) if (save and lstm) else f32(*_NOTHING))
+    return (out, a.new_empty(B, H), a.new_empty(B, H) if lstm else f32(*NOTHING),
+            f32(B, GH) if cell in (NESTEROV_LSTM, MOMENTUM_LSTM) else f32(*NOTHING),
+            f32(nslot, B, H), f32(nslot, B, H) if lstm else f32(*NOTHING),
+            f32(T, B, GH) if (save and lstm) else f32(*NOTHING))
 
 
 @torch.library.custom_op("tritonrnn::recurrence_bwd", mutates_args=(), schema=(
@@ -504,7 +493,7 @@ def _recurrence_bwd_op(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, cell, mu, 
     dz, dc0, dn0, dv = recurrence_bwd(dout, dhT, dcT, dnT, weight_hh, hs, cs if lstm else hs,
                                       gates if lstm else None, cell=cell, mu=mu, restart=restart,
                                       step_offset=step_offset)
-    return tuple(x if x is not None else _nothing(hs) for x in (dz, dc0, dn0, dv))
+    return tuple(x if x is not None else nothing(hs) for x in (dz, dc0, dn0, dv))
 
 
 @_recurrence_bwd_op.register_fake
@@ -515,9 +504,9 @@ def _(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, cell, mu, restart, step_off
     def f32(*shape):
         return hs.new_empty(shape, dtype=torch.float32)
 
-    return (f32(T, B, GH), f32(B, H) if GATES[cell] == 4 else f32(*_NOTHING),
-            f32(B, GH) if cell in (NESTEROV_LSTM, MOMENTUM_LSTM) else f32(*_NOTHING),
-            f32(T, B, GH) if cell == MOMENTUM_LSTM else f32(*_NOTHING))
+    return (f32(T, B, GH), f32(B, H) if GATES[cell] == 4 else f32(*NOTHING),
+            f32(B, GH) if cell in (NESTEROV_LSTM, MOMENTUM_LSTM) else f32(*NOTHING),
+            f32(T, B, GH) if cell == MOMENTUM_LSTM else f32(*NOTHING))
 
 
 def _recurrence_setup(ctx, inputs, output):
@@ -571,7 +560,7 @@ _recurrence_fwd_op.register_autograd(_recurrence_backward, setup_context=_recurr
 
 def _recurrence(a, weight_hh, bias_hh, h0, c0, n0, cell, s=0.0, mu=0.0, restart=0, step_offset=0,
                 time_major=False):
-    save = _save(a, weight_hh, bias_hh, h0, c0, n0)
+    save = backward_follows(a, weight_hh, bias_hh, h0, c0, n0)  # evaluation keeps 2 slots and no gates
     return _recurrence_fwd_op(a, weight_hh, bias_hh, h0, c0, n0, cell, float(s), float(mu), int(restart),
                               int(step_offset), bool(time_major), save)
 
@@ -582,12 +571,6 @@ def restart_lambda(step: int, mu: float, restart: int) -> float:
         k = step % restart
         return k / (k + 3.0)
     return mu
-
-
-def _save(*tensors) -> bool:
-    """Whether a backward can follow: decided by the entry points before the op runs (below autograd grad
-    mode is off), so evaluation keeps 2 slots and no gates."""
-    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
 
 
 def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, time_major=False):

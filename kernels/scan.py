@@ -17,7 +17,6 @@ read them again in the backward: twice what a bf16 forward moves in all (read u,
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
@@ -25,6 +24,7 @@ import triton
 import triton.language as tl
 
 from ._aot import AotConfig
+from ._ops import NOTHING, backward_follows, device_guard, nothing
 
 # Default tiles, picked by the AOT compile report (KERNELS.md §1: BT=32, BC=64 at 4 warps builds without
 # spills for one scan; BT=64, BC=128 spills). The backward kernels hold more live tiles (momentum: the
@@ -313,10 +313,6 @@ def _state_in(x):
     return None if x is None else x.detach().to(torch.float32).contiguous()
 
 
-def _device_guard(x: torch.Tensor):
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-
-
 def _block_c(C: int, cap: int) -> int:
     # Narrow sequences (e.g. the width-2 commuted scan of SPEC §1.4) should not pay for a 64-wide tile.
     return max(16, min(cap, triton.next_power_of_2(C)))
@@ -337,7 +333,7 @@ def momentum_scan_fwd(u, v0, mu, s, restart=None, step_offset=0):
     v0 = _state_in(v0)
     mu, restart, phase, is_restart = _restart_args(mu, restart, step_offset)
     BC = _block_c(C, MOMENTUM_BLOCK_C)
-    with _device_guard(u):
+    with device_guard(u.device):
         _momentum_scan_fwd_kernel[(B, triton.cdiv(C, BC))](
             u, v0 if v0 is not None else vT, v, vT, T, C,
             *u.stride(), *v.stride(), mu, float(s), restart, phase,
@@ -355,7 +351,7 @@ def momentum_scan_bwd(dv, dvT, mu, s, restart=None, step_offset=0, *, need_dv0=T
     mu, restart, phase, is_restart = _restart_args(mu, restart, step_offset)
     BC = _block_c(C, MOMENTUM_BWD_BLOCK_C)
     dummy = du
-    with _device_guard(dv):
+    with device_guard(dv.device):
         _momentum_scan_bwd_kernel[(B, triton.cdiv(C, BC))](
             dv, dvT if dvT is not None else dummy, du, dv0 if dv0 is not None else dummy, T, C,
             *dv.stride(), *du.stride(), mu, float(s), restart, phase,
@@ -378,7 +374,7 @@ def adam_scan_fwd(u, v0, m0, mu, s, beta, eps, *, save_carries=False):
     else:
         carries = None
     BC = _block_c(C, ADAM_FWD_BLOCK_C)
-    with _device_guard(u):
+    with device_guard(u.device):
         _adam_scan_fwd_kernel[(B, triton.cdiv(C, BC))](
             u, v0 if v0 is not None else vT, m0 if m0 is not None else mT, a, vT, mT,
             *(carries if carries is not None else (vT, mT)), T, C,
@@ -397,7 +393,7 @@ def adam_scan_bwd(u, da, dvT, dmT, carries, mu, s, beta, eps, *, need_dv0=True, 
     dvT, dmT = _state_in(dvT), _state_in(dmT)
     BC = _block_c(C, ADAM_BWD_BLOCK_C)
     dummy = du
-    with _device_guard(u):
+    with device_guard(u.device):
         _adam_scan_bwd_kernel[(B, triton.cdiv(C, BC))](
             u, da, dvT if dvT is not None else dummy, dmT if dmT is not None else dummy, *carries, du,
             dv0 if dv0 is not None else dummy, dm0 if dm0 is not None else dummy, T, C,
@@ -411,13 +407,6 @@ def adam_scan_bwd(u, da, dvT, dmT, carries, mu, s, beta, eps, *, need_dv0=True, 
 # The launchers as torch custom ops (torch.library, torch >= 2.4) so torch.compile(fullgraph=True) traces
 # them as opaque nodes: fake implementations give the output shapes/strides, register_autograd the backward.
 # Ops return no None and no input alias: an absent output is an empty tensor, `restart` 0 means "constant mu".
-_NOTHING = (0,)
-
-
-def _nothing(ref: torch.Tensor) -> torch.Tensor:
-    return ref.new_empty(_NOTHING, dtype=torch.float32)
-
-
 @torch.library.custom_op("tritonrnn::momentum_scan_fwd", mutates_args=(), schema=(
     "(Tensor u, Tensor? v0, float mu, float s, int restart, int step_offset) -> (Tensor, Tensor)"))
 def _momentum_scan_fwd_op(u: torch.Tensor, v0: Optional[torch.Tensor], mu: float, s: float, restart: int,
@@ -436,13 +425,13 @@ def _(u, v0, mu, s, restart, step_offset):
 def _momentum_scan_bwd_op(dv: torch.Tensor, dvT: Optional[torch.Tensor], mu: float, s: float, restart: int,
                           step_offset: int, need_dv0: bool) -> tuple[torch.Tensor, torch.Tensor]:
     du, dv0 = momentum_scan_bwd(dv, dvT, mu, s, restart or None, step_offset, need_dv0=need_dv0)
-    return du, (dv0 if dv0 is not None else _nothing(dv))
+    return du, (dv0 if dv0 is not None else nothing(dv))
 
 
 @_momentum_scan_bwd_op.register_fake
 def _(dv, dvT, mu, s, restart, step_offset, need_dv0):
     B, _, C = dv.shape
-    return torch.empty_like(dv), dv.new_empty((B, C) if need_dv0 else _NOTHING, dtype=torch.float32)
+    return torch.empty_like(dv), dv.new_empty((B, C) if need_dv0 else NOTHING, dtype=torch.float32)
 
 
 def _momentum_setup(ctx, inputs, output):
@@ -478,14 +467,14 @@ def _adam_scan_fwd_op(u: torch.Tensor, v0: Optional[torch.Tensor], m0: Optional[
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     a, vT, mT, carries = adam_scan_fwd(u, v0, m0, mu, s, beta, eps, save_carries=save_carries)
     if carries is None:
-        carries = (_nothing(u), _nothing(u))
+        carries = (nothing(u), nothing(u))
     return a, vT, mT, *carries
 
 
 @_adam_scan_fwd_op.register_fake
 def _(u, v0, m0, mu, s, beta, eps, save_carries):
     B, T, C = u.shape
-    carry = (B, triton.cdiv(T, BLOCK_T), C) if save_carries else _NOTHING
+    carry = (B, triton.cdiv(T, BLOCK_T), C) if save_carries else NOTHING
     state = u.new_empty((B, C), dtype=torch.float32)
     return (torch.empty_like(u), state, torch.empty_like(state), u.new_empty(carry, dtype=torch.float32),
             u.new_empty(carry, dtype=torch.float32))
@@ -499,14 +488,14 @@ def _adam_scan_bwd_op(u: torch.Tensor, da: torch.Tensor, dvT: Optional[torch.Ten
                       need_dv0: bool, need_dm0: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     du, dv0, dm0 = adam_scan_bwd(u, da, dvT, dmT, (carry_v, carry_m), mu, s, beta, eps,
                                  need_dv0=need_dv0, need_dm0=need_dm0)
-    return du, (dv0 if dv0 is not None else _nothing(u)), (dm0 if dm0 is not None else _nothing(u))
+    return du, (dv0 if dv0 is not None else nothing(u)), (dm0 if dm0 is not None else nothing(u))
 
 
 @_adam_scan_bwd_op.register_fake
 def _(u, da, dvT, dmT, carry_v, carry_m, mu, s, beta, eps, need_dv0, need_dm0):
     B, _, C = u.shape
-    return (torch.empty_like(u), u.new_empty((B, C) if need_dv0 else _NOTHING, dtype=torch.float32),
-            u.new_empty((B, C) if need_dm0 else _NOTHING, dtype=torch.float32))
+    return (torch.empty_like(u), u.new_empty((B, C) if need_dv0 else NOTHING, dtype=torch.float32),
+            u.new_empty((B, C) if need_dm0 else NOTHING, dtype=torch.float32))
 
 
 def _adam_setup(ctx, inputs, output):
@@ -544,20 +533,9 @@ def momentum_scan(u, v0, mu, s, restart=None, step_offset=0):
 def adam_scan(u, v0, m0, mu, s, beta, eps):
     """(a, v_T, m_T) of the Adam / RMSProp scan, differentiable; the chunk carries are saved only when a
     backward can follow."""
-    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (u, v0, m0))
+    save = backward_follows(u, v0, m0)
     a, vT, mT, _, _ = _adam_scan_fwd_op(u, v0, m0, float(mu), float(s), float(beta), float(eps), save)
     return a, vT, mT
-
-
-class MomentumScan:
-    """Former autograd.Function entry point, kept for callers: MomentumScan.apply(u, v0, mu, s, restart,
-    step_offset) is momentum_scan."""
-    apply = staticmethod(momentum_scan)
-
-
-class AdamScan:
-    """AdamScan.apply(u, v0, m0, mu, s, beta, eps) is adam_scan."""
-    apply = staticmethod(adam_scan)
 
 
 # ----------------------------------------------------------------------------- AOT compile proof

@@ -127,8 +127,6 @@ def rnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, nonlineari
     Returns (output [B, T, H], h_T [B, H], state_T dict)."""
     if nonlinearity not in ("tanh", "relu", "modrelu"):
         raise ValueError(f"nonlinearity must be 'tanh', 'relu' or 'modrelu', got {nonlinearity!r}")
-    if dynamics == "nesterov":
-        raise ValueError("dynamics='nesterov' is defined for the LSTM core only (SPEC §1.3)")
     out, h, _, st = _layer(f"rnn_{nonlinearity}", x, weight_ih, weight_hh, bias_ih, bias_hh, None, dynamics,
                            dict(mu=mu, s=s, beta=beta, eps=eps, restart=restart), h0, None, state, step_offset,
                            lengths, reverse, backend)
@@ -140,8 +138,6 @@ def indrnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, dynamic
                  backend="auto"):
     """One IndRNN layer (module docstring): weight_ih [H, in], weight_hh = w [H], biases [H].
     Returns (output [B, T, H], h_T [B, H], state_T dict)."""
-    if dynamics == "nesterov":
-        raise ValueError("dynamics='nesterov' is defined for the LSTM core only (SPEC §1.3)")
     out, h, _, st = _layer("indrnn", x, weight_ih, weight_hh, bias_ih, bias_hh, None, dynamics,
                            dict(mu=mu, s=s, beta=beta, eps=eps, restart=restart), h0, None, state, step_offset,
                            lengths, reverse, backend)
@@ -151,6 +147,8 @@ def indrnn_layer(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, dynamic
 # ------------------------------------------------------------------------------------------ driver
 def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths,
            reverse, backend):
+    if dynamics == "nesterov" and core != "lstm":
+        raise ValueError("dynamics='nesterov' is defined for the LSTM core only (SPEC §1.3)")
     hyper = check_hyper(dynamics, **hyper)
     check_tensor(x, "x", ndim=3, dtypes=_DTYPES)
     x = x.transpose(0, 1)  # the paths below walk time-major views [T, B, in]
@@ -294,13 +292,10 @@ def _native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, stat
         weights.append(w_hr)
     drive = drive.contiguous()
     hx = (h0[None], c0[None]) if core == "lstm" else h0[None]
-    if torch.compiler.is_compiling():  # dynamo cannot trace warning filters; compiled graphs do not warn
+    with warnings.catch_warnings():  # never traced: under torch.compile _layer takes _fused instead
+        # cuDNN warns that per-call weight lists are not one flattened buffer; they cannot be here.
+        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory.*")
         out, result = _native_call(core, drive, hx, weights, has_biases, lengths, T)
-    else:
-        with warnings.catch_warnings():
-            # cuDNN warns that per-call weight lists are not one flattened buffer; they cannot be here.
-            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory.*")
-            out, result = _native_call(core, drive, hx, weights, has_biases, lengths, T)
     h = result[1][0]
     c = result[2][0] if core == "lstm" else None
     return out, h, c, ({} if dynamics == "plain" else {"v": v_T})

@@ -70,15 +70,7 @@ def indrnn_recurrence(a, weight_hh, bias_hh=None, h0=None, *, backend="auto"):
     """IndRNN core (Li et al. 2018): h_t = relu(a_t + w ⊙ h_{t-1} + b_hh), every unit its own recurrence.
     a: [B, T, H]; weight_hh: w [H]; bias_hh: [H] or None; h0: [B, H] or None. Returns (h [B, T, H] in a's
     dtype and memory layout, h_T [B, H] in a's dtype). Clipping |w| ≤ w_max is the caller's (the module's)."""
-    check_tensor(a, "a", ndim=3, dtypes=_DTYPES)
-    check_tensor(weight_hh, "weight_hh", ndim=1, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
-    H = weight_hh.shape[0]
-    if a.shape[2] != H:
-        raise ValueError(f"a must have H = {H} channels in its last dimension (weight_hh is {tuple(weight_hh.shape)}), "
-                         f"got shape {tuple(a.shape)}")
-    if bias_hh is not None:
-        check_tensor(bias_hh, "bias_hh", ndim=1, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
-        check_shape(bias_hh, "bias_hh", (H,))
+    H = _check_core(a, "a", weight_hh, bias_hh, 1, per_unit=True)
     return _single_state_core(a, weight_hh, bias_hh, h0, H, backend, "indrnn",
                               lambda h0_: kernel_module("indrnn").indrnn_recurrence(a, weight_hh, bias_hh, h0_,
                                                                                     _time_major(a)))
@@ -203,12 +195,12 @@ def _time_major(a) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ checks
-def _check_core(a, name, weight_hh, bias_hh, G):
-    """Validate the drive and the recurrent parameters; returns H."""
+def _check_core(a, name, weight_hh, bias_hh, G, per_unit=False):
+    """Validate the drive and the recurrent parameters; returns H. `per_unit`: weight_hh is IndRNN's w [H]."""
     check_tensor(a, name, ndim=3, dtypes=_DTYPES)
-    check_tensor(weight_hh, "weight_hh", ndim=2, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
-    H = weight_hh.shape[1]
-    check_shape(weight_hh, "weight_hh", (G * H, H))
+    check_tensor(weight_hh, "weight_hh", ndim=1 if per_unit else 2, dtypes=_DTYPES, dtype=a.dtype, device=a.device)
+    H = weight_hh.shape[-1]
+    check_shape(weight_hh, "weight_hh", (H,) if per_unit else (G * H, H))
     if a.shape[2] != G * H:
         raise ValueError(f"{name} must have {G}·H = {G * H} channels in its last dimension (weight_hh is "
                          f"{tuple(weight_hh.shape)}), got shape {tuple(a.shape)}")

@@ -39,7 +39,7 @@ def momentum_scan(u, mu, s, v0=None, *, restart=None, step_offset=0, backend="au
     if u.numel() == 0:
         return _no_steps(u), _initial(v0, u)
     if path == "triton":
-        return _kernels().MomentumScan.apply(u, v0, mu, s, restart, step_offset)
+        return _kernels().momentum_scan(u, v0, mu, s, restart, step_offset)
     v, vT = reference.momentum_scan(u, mu, s, v0, restart=restart, step_offset=step_offset)
     return _like(v, u), vT
 
@@ -76,7 +76,7 @@ def _adam(u, mu, s, beta, eps, v0, m0, path):
     if u.numel() == 0:
         return _no_steps(u), _initial(v0, u), _initial(m0, u)
     if path == "triton":
-        return _kernels().AdamScan.apply(u, v0, m0, mu, s, beta, eps)
+        return _kernels().adam_scan(u, v0, m0, mu, s, beta, eps)
     a, vT, mT = reference.adam_scan(u, mu, s, beta, eps, v0, m0)
     return _like(a, u), vT, mT
 
