@@ -58,6 +58,26 @@ CASES = [("lstm", d) for d in HYPER] + [("rnn_tanh", "momentum"), ("rnn_relu", "
 @pytest.mark.parametrize("core,dynamics", CASES)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_layer_with_lengths_matches_reference(core, dynamics, reverse, path):
+    _check_against_reference(core, dynamics, reverse)
+
+
+IDENTITY_CASES = [("lstm", "adam"), ("lstm", "rmsprop"), ("rnn_tanh", "adam"), ("rnn_relu", "rmsprop")]
+
+
+@pytest.mark.parametrize("core,dynamics", IDENTITY_CASES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_identity_native_matches_reference(core, dynamics, reverse, monkeypatch):
+    # KERNELS.md §2.6: the scan, then the native cell with W_ih = I, b_ih = 0 (oneDNN / native on CPU); outputs,
+    # final states and the gradients of every input, parameter and initial state against the float64 reference.
+    calls = []
+    drive_native = layers._drive_native
+    monkeypatch.setattr(layers, "_drive_native", lambda *a: calls.append(1) or drive_native(*a))
+    with layers.forced_path("identity-native"):
+        _check_against_reference(core, dynamics, reverse)
+    assert calls == [1]
+
+
+def _check_against_reference(core, dynamics, reverse):
     x, params, init = _inputs(core)
     GH = params["weight_ih"].shape[0]
     state = {n: torch.rand(x.shape[1], GH, dtype=x.dtype) for n in STATE_NAMES[dynamics]}
@@ -102,6 +122,16 @@ def test_layer_with_lengths_matches_reference(core, dynamics, reverse, path):
 
 @pytest.mark.parametrize("dynamics", ["plain", "momentum", "restart", "adam"])
 def test_projection(dynamics, path):
+    _check_projection(dynamics)
+
+
+@pytest.mark.parametrize("dynamics", ["adam", "rmsprop"])
+def test_identity_native_projection(dynamics):
+    with layers.forced_path("identity-native"):
+        _check_projection(dynamics)
+
+
+def _check_projection(dynamics):
     x, params, init = _inputs("lstm", proj=2)
     state = {n: torch.rand(x.shape[1], 12, dtype=x.dtype) for n in STATE_NAMES[dynamics]}
     out, h, c, final = _call("lstm", x, params, init, dynamics, state, step_offset=2)

@@ -29,10 +29,16 @@ Paths (data flow module → functional → kernels):
 - backend "torch", families plain / momentum / restart: the commuted form of SPEC §1.4. The scan runs on
   the raw input plus a bias channel c_t (width in+1), then torch's native LSTM/RNN (oneDNN on CPU, cuDNN on
   GPU) runs with W' = [W_ih, b_ih] and b_ih := 0, so a MomentumLSTM costs about what nn.LSTM does.
-  A carried v_0 enters the same native call exactly through B more channels: v_t gains Λ_t v_0 with
-  Λ_t = Π_{k≤t} μ_k, i.e. input channel b of row b is Λ_t and the weight columns are v_0ᵀ (an input
-  projection B/H times the recurrent one's cost; nothing is added when no v_0 is passed).
+  A carried v_0 makes the drive a_t = W' [x̃_t, c_t] + Λ_t v_0 (Λ_t = Π_{k≤t} μ_k), formed row by row
+  and run by the identity-native core below (each row reads only its own v_0: a NaN in one row of v_0
+  stays in that row, and the memory saved for backward is linear in B).
   Under torch.compile these families take _fused instead (the native RNN ops do not trace).
+- the identity-native core (_identity_native, KERNELS.md §2.6): when the drive a_t [T, B, G·H] does not
+  depend on h, the recurrence is a plain LSTM/RNN on a_t, which torch's native cell runs exactly with
+  W_ih = I (a constant) and b_ih = 0; the gradient flows to a_t. Adam / RMSProp on it (_drive_native: the
+  scan, then this core) is a candidate path ("identity-native"), chosen on CUDA by the dispatcher
+  (tritonrnn.dispatch) where a measurement says it is fastest, or forced with `forced_path`; on CPU it is
+  not the default (measured slower than the step loop there, KERNELS.md §2.6).
 - backend "torch" for the cores without a native form (modReLU, IndRNN), and Adam / RMSProp / Nesterov:
   _fused, one loop of reference steps.
 - otherwise (the Triton backend): per time segment, the input
@@ -44,20 +50,24 @@ Paths (data flow module → functional → kernels):
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import warnings
 
 import torch
 from torch import _VF
 
-from .._backend import ENV_OVERRIDE, resolve_backend
+from .. import dispatch as _dispatch
+from .._backend import ENV_OVERRIDE, has_triton, resolve_backend
 from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
 from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES, cell_step
 from ..schedules import restart_momentum
 from . import recurrence as _recurrence
 from . import scan as _scan
 
-__all__ = ["lstm_layer", "rnn_layer", "indrnn_layer", "check_hyper", "DEFAULTS", "STATE_NAMES"]
+__all__ = ["lstm_layer", "rnn_layer", "indrnn_layer", "check_hyper", "forced_path", "DEFAULTS", "STATE_NAMES",
+           "PATHS"]
 
 # SPEC §1.2 table, "defaults (reference recipes)"; the modules read their keyword defaults from here.
 DEFAULTS = {
@@ -75,11 +85,34 @@ DEFAULTS = {
 # an H200 at the paper's shape) is far from any cuDNN figure. Adam / RMSProp / Nesterov (and the orthogonal and
 # IndRNN cores, which bypass this table) have no cuDNN form; their torch path is a Python step loop, and they
 # use the fused kernels until a measurement of both on a GPU says otherwise.
+# A measured dispatch table (tritonrnn.dispatch, generated from perf/results by tritonrnn.perf.dispatch_table)
+# overrides these per device class and shape class; without one these are the choices.
 AUTO_ON_CUDA = {"plain": "torch", "momentum": "torch", "restart": "torch",
                 "adam": "triton", "rmsprop": "triton", "nesterov": "triton"}
+# The paths a layer can take: the Triton kernels, the torch backend (native commuted cell or step loop), and
+# the identity-native core for the families whose drive does not depend on h (Adam / RMSProp).
+PATHS = ("triton", "torch", "identity-native")
+_IDENTITY_NATIVE = ("adam", "rmsprop")
+# Per context (thread-safe, unlike a module global): a path forced by `forced_path` for benchmarks and tests.
+_FORCED = contextvars.ContextVar("tritonrnn_forced_path", default=None)
 
 _DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 (torch backend) exists for gradcheck
 _NATIVE = {"lstm": _VF.lstm, "rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu}
+
+
+@contextlib.contextmanager
+def forced_path(path: str):
+    """Within the block, layers of this context run `path` (one of PATHS) wherever it can run them, whatever
+    their `backend` says: how perf measures every candidate of the dispatcher through the modules, and how
+    tests run the identity-native path on CPU. "identity-native" applies to Adam / RMSProp on the LSTM / RNN
+    cores (the others keep their torch path); "triton" needs the kernels to exist for the device."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    token = _FORCED.set(path)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
 
 
 def check_hyper(dynamics: str, **hyper) -> dict:
@@ -187,7 +220,11 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     path = resolve_backend(backend, dev)
     if (backend == "auto" and dev.type == "cuda" and not os.environ.get(ENV_OVERRIDE) and path == "triton"
             and core in _NATIVE):  # the cores without a cuDNN form always take the kernels
-        path = AUTO_ON_CUDA[dynamics]
+        path = _dispatch.choose(core, dynamics, dtype=dt, hidden_size=H, device=dev,
+                                training=torch.is_grad_enabled()) or AUTO_ON_CUDA[dynamics]
+    path = _FORCED.get() or path
+    if path == "identity-native" and not (dynamics in _IDENTITY_NATIVE and core in _NATIVE):
+        path = "torch"  # no identity-native form here: the torch path (itself native where one exists)
     if path == "triton":
         missing = _triton_gap(w_hr, dt)
         if missing and backend == "triton":
@@ -209,6 +246,8 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     args = (core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths)
     if path == "triton":
         out, h, c, final = _general(*args)
+    elif path == "identity-native" and not torch.compiler.is_compiling():
+        out, h, c, final = _drive_native(*args)
     elif dynamics in ("plain", "momentum", "restart") and core in _NATIVE and not torch.compiler.is_compiling():
         # Under torch.compile the native RNN ops do not trace (CPU: mkldnn_rnn_layer's fake/backward fail);
         # _fused computes the same layer with traceable ops.
@@ -277,19 +316,43 @@ def _native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, stat
         drive = drive.transpose(0, 1)
         # v_T = W' [x̃_T, c_T] (+ Λ_T v_0) at each row's last step, in fp32
         v_T = _last_step(drive, lengths).to(sdt) @ weight.to(sdt).T
-        if "v" in state:  # Λ_t v_0 through B one-hot channels scaled by Λ_t
-            lam = _decay(dynamics, hyper, step_offset, T, x.dtype, x.device)
-            v_T = v_T + _last_step(lam[:, None, None].expand(T, B, 1), lengths).to(sdt) * state["v"]
-            eye = torch.eye(B, dtype=x.dtype, device=x.device)
-            drive = torch.cat([drive, lam[:, None, None] * eye], dim=2)
-            weight = torch.cat([weight, state["v"].to(x.dtype).T], dim=1)
+        if "v" in state:
+            # v_t = W' [x̃_t, c_t] + Λ_t v_0: a per-row term, so the drive is formed here (in fp32, as _general
+            # does) and run by the identity-native core. Each row reads its own v_0 only (issue #14: no state
+            # in a weight shared by the rows), and what backward saves stays linear in B.
+            lam = _decay(dynamics, hyper, step_offset, T, sdt, x.device)
+            v_T = v_T + _last_step(lam[:, None, None].expand(T, B, 1), lengths) * state["v"]
+            a = (drive.to(sdt) @ weight.to(sdt).T + lam[:, None, None] * state["v"]).to(x.dtype)
+            out, h, c = _identity_native(core, a, w_hh, b_hh, w_hr, h0, c0, lengths)
+            return out, h, c, {"v": v_T}
     if b_ih is None:
         weights, has_biases = [weight, w_hh], False
     else:
         b_ih_native = b_ih if dynamics == "plain" else torch.zeros_like(b_ih)
         weights, has_biases = [weight, w_hh, b_ih_native, b_hh], True
+    out, h, c = _native_core(core, drive, weights, has_biases, w_hr, h0, c0, lengths)
+    return out, h, c, ({} if dynamics == "plain" else {"v": v_T})
+
+
+def _identity_native(core, a, w_hh, b_hh, w_hr, h0, c0, lengths):
+    """The recurrence of SPEC §1.1 on a precomputed drive a [T, B, G·H] (z_t = a_t + W_hh h_{t-1} + b_hh) by
+    torch's native LSTM/RNN with input size G·H, W_ih = I and b_ih = 0 (KERNELS.md §2.6): exact, since
+    I a_t + 0 = a_t. I and 0 are constants (no gradient); the gradient reaches a through the native backward's
+    input gradient. Returns (out [T, B, P], h_T, c_T)."""
+    GH = a.shape[2]
+    eye = torch.eye(GH, dtype=a.dtype, device=a.device)
+    if b_hh is None:
+        weights, has_biases = [eye, w_hh], False
+    else:
+        weights, has_biases = [eye, w_hh, torch.zeros_like(b_hh), b_hh], True
+    return _native_core(core, a, weights, has_biases, w_hr, h0, c0, lengths)
+
+
+def _native_core(core, drive, weights, has_biases, w_hr, h0, c0, lengths):
+    """One native call on a time-major drive with the given weight list: (out, h_T, c_T)."""
+    T = drive.shape[0]
     if w_hr is not None:
-        weights.append(w_hr)
+        weights = weights + [w_hr]
     drive = drive.contiguous()
     hx = (h0[None], c0[None]) if core == "lstm" else h0[None]
     with warnings.catch_warnings():  # never traced: under torch.compile _layer takes _fused instead
@@ -298,7 +361,36 @@ def _native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, stat
         out, result = _native_call(core, drive, hx, weights, has_biases, lengths, T)
     h = result[1][0]
     c = result[2][0] if core == "lstm" else None
-    return out, h, c, ({} if dynamics == "plain" else {"v": v_T})
+    return out, h, c
+
+
+def _drive_native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
+    """Adam / RMSProp on the identity-native core (KERNELS.md §2.6): their drive a_t (SPEC §1.2) does not
+    depend on h, so u = x W_ihᵀ + b_ih is one GEMM, the scan (tritonrnn.functional.scan; the kernels on CUDA)
+    gives a, and the recurrence is a plain native LSTM/RNN on a. Rows that stop early (lengths) scan per
+    segment, so the final v, m are those of each row's last step; the native call packs by lengths."""
+    T, B, _ = x.shape
+    GH = w_ih.shape[0]
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    u = x @ w_ih.T
+    if b_ih is not None:
+        u = u + b_ih  # SPEC §1.1: b_ih inside the dynamics
+    scan_path = "triton" if x.device.type == "cuda" and x.dtype != torch.float64 and has_triton() else "torch"
+    names = STATE_NAMES[dynamics]
+    carry = {n: state[n] if n in state else torch.zeros(B, GH, dtype=sdt, device=x.device) for n in names}
+
+    def segment(u_seg, carry, t0):
+        u_bt = u_seg.transpose(0, 1)
+        if dynamics == "adam":
+            a, v, m = _scan.adam_scan(u_bt, hyper["mu"], hyper["s"], hyper["beta"], hyper["eps"], carry["v"],
+                                      carry["m"], backend=scan_path)
+            return a.transpose(0, 1), {"v": v, "m": m}
+        a, m = _scan.rmsprop_scan(u_bt, hyper["s"], hyper["beta"], hyper["eps"], carry["m"], backend=scan_path)
+        return a.transpose(0, 1), {"m": m}
+
+    a, carry = _segments(segment, u, carry, lengths)
+    out, h, c = _identity_native(core, a, w_hh, b_hh, w_hr, h0, c0, lengths)
+    return out, h, c, {n: carry[n] for n in names}
 
 
 def _native_call(core, drive, hx, weights, has_biases, lengths, T):
