@@ -347,9 +347,11 @@ def _output(a: torch.Tensor, width: int, time_major: bool) -> torch.Tensor:
 
 
 def _state(x, B, H, ref):
+    """A [B, H] state or cotangent as a fresh contiguous fp32 tensor (the kernels index states as contiguous
+    [B, H]; callers pass any strides: transposed initial states, a cotangent read through a transpose)."""
     if x is None:
         return torch.zeros(B, H, device=ref.device, dtype=torch.float32)
-    return x.to(torch.float32)
+    return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
 
 def recurrence_fwd(a, weight_hh, bias_hh, h0, c0, *, cell, save, time_major=False, ns0=None, s=0.0, mu=0.0,
@@ -374,7 +376,7 @@ def recurrence_fwd(a, weight_hh, bias_hh, h0, c0, *, cell, save, time_major=Fals
         cs = torch.empty(nslot, B, H, device=a.device, dtype=torch.float32)
         cs[0] = _state(c0, B, H, a)
     gates = torch.empty(T, B, GH, device=a.device, dtype=torch.float32) if (save and lstm) else None
-    ns = _state(ns0, B, GH, a).clone() if carried else None
+    ns = _state(ns0, B, GH, a) if carried else None
     out = _output(a, H, time_major)
     BB, BH, BK, warps = _blocks(H, "fwd", G)
     with device_guard(a.device):
@@ -404,10 +406,10 @@ def recurrence_bwd(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, *, cell, mu=0.
     carried = cell in (NESTEROV_LSTM, MOMENTUM_LSTM)
     w = weight_hh.contiguous()
     dz = torch.empty(T, B, GH, device=hs.device, dtype=torch.float32)
-    dhT = _state(dhT, B, H, hs).contiguous()
-    dc = _state(dcT, B, H, hs).clone() if G == 4 else None
+    dhT = _state(dhT, B, H, hs)
+    dc = _state(dcT, B, H, hs) if G == 4 else None
     # At t = T-1 the kernel adds dn with factor 1: the cotangent of the final carried state enters as is.
-    dn = _state(dnT, B, GH, hs).clone() if carried else None
+    dn = _state(dnT, B, GH, hs) if carried else None
     dv = torch.empty(T, B, GH, device=hs.device, dtype=torch.float32) if cell == MOMENTUM_LSTM else None
     has_dout = dout is not None
     sd = (dout.stride(0), dout.stride(1), dout.stride(2)) if has_dout else (0, 0, 0)
