@@ -66,12 +66,34 @@ class _Sqrt0(torch.autograd.Function):
         return root
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         (root,) = ctx.saved_tensors
+        # Not once_differentiable: that decorator runs this under no_grad, so a create_graph=True backward
+        # treated 1/(2√m) as a constant and Hessian-vector products came out wrong without an error (issue 14).
+        return _Sqrt0Backward.apply(grad, root)
+
+
+class _Sqrt0Backward(torch.autograd.Function):
+    """grad · d√m/dm from the saved root, differentiable again (higher-order gradients are correct)."""
+
+    @staticmethod
+    def forward(ctx, grad, root):
+        ctx.save_for_backward(grad, root)
         # 1/(2√m) written as √m/(2m) with m clamped at the smallest normal: exactly 1/(2√m) for every normal
         # m, and 0 at m = 0, without a mask (boolean masks cost 10-20x an arithmetic op on CPU).
         return grad * 0.5 * root / (root * root).clamp_min(torch.finfo(root.dtype).tiny)
+
+    @staticmethod
+    def backward(ctx, gg):
+        # Only under create_graph=True (second order), so plain differentiable ops: r(root) = 1/(2 root) for
+        # root > 0 and 0 at root = 0 (the subgradient convention of sqrt0); dr/droot = -1/(2 root²) there.
+        # `safe` keeps the unused branch of each where() finite, so its gradient is 0, not 0·∞.
+        grad, root = ctx.saved_tensors
+        positive = root > 0
+        safe = torch.where(positive, root, torch.ones_like(root))
+        r = torch.where(positive, 0.5 / safe, torch.zeros_like(root))
+        dr = torch.where(positive, -0.5 / (safe * safe), torch.zeros_like(root))
+        return gg * r, gg * grad * dr
 
 
 def _stack(steps, u):
