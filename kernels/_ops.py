@@ -22,3 +22,13 @@ def backward_follows(*tensors) -> bool:
 def device_guard(device: torch.device):
     """Launch on `device` (triton launches on the current CUDA device, not on the tensors')."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def refuse_double_backward(op: str) -> None:
+    """Called first in every kernel backward. Under create_graph=True the backward runs with grad mode on and
+    its result would be differentiated again; the kernel backward is not differentiable (its saved activations
+    are non-differentiable outputs), so a second-order gradient would silently miss terms. Say so instead."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"double backward is not supported by the Triton kernel {op}: a backward with create_graph=True "
+            "(higher-order gradients, e.g. Hessian-vector products or gradient penalties) needs backend='torch'")

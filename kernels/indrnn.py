@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from ._aot import AotConfig
-from ._ops import backward_follows, device_guard
+from ._ops import backward_follows, device_guard, refuse_double_backward
 
 NUM_STAGES = 1
 
@@ -189,6 +189,7 @@ def _indrnn_setup(ctx, inputs, output):
 
 
 def _indrnn_backward(ctx, dout, dhT, _hs):
+    refuse_double_backward("indrnn_recurrence")
     if dout is None and dhT is None:  # cotangents of unused outputs arrive as None (eager)
         return (None,) * 6
     weight_hh, bias_hh, h0, hs = ctx.saved_tensors

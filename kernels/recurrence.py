@@ -60,7 +60,7 @@ import triton
 import triton.language as tl
 
 from ._aot import AotConfig
-from ._ops import NOTHING, backward_follows, device_guard, nothing
+from ._ops import NOTHING, backward_follows, device_guard, nothing, refuse_double_backward
 
 # Cell codes (constexpr CELL): one kernel body serves every core so the time loop is written once.
 LSTM = 0
@@ -525,6 +525,7 @@ def _recurrence_setup(ctx, inputs, output):
 def _recurrence_backward(ctx, dout, dhT, dcT, dnT, *_saved):
     """Cotangents of unused outputs arrive as None (eager) or zeros (compiled); both give the same grads.
     A cell's absent outputs (c_T of an RNN, n_T of an uncarried cell) never pass their cotangent on."""
+    refuse_double_backward("recurrence")
     cell, s, mu, restart, step_offset = ctx.hyper
     lstm, carried = GATES[cell] == 4, cell in (NESTEROV_LSTM, MOMENTUM_LSTM)
     dcT = dcT if lstm else None

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ._aot import AotConfig
-from ._ops import NOTHING, backward_follows, device_guard, nothing
+from ._ops import NOTHING, backward_follows, device_guard, nothing, refuse_double_backward
 
 # Default tiles, picked by the AOT compile report (KERNELS.md §1: BT=32, BC=64 at 4 warps builds without
 # spills for one scan; BT=64, BC=128 spills). The backward kernels hold more live tiles (momentum: the
@@ -443,6 +443,7 @@ def _momentum_setup(ctx, inputs, output):
 
 
 def _momentum_backward(ctx, dv, dvT):
+    refuse_double_backward("momentum_scan")
     # Cotangents of unused outputs arrive as None (eager) or zeros (compiled); both give the same grads.
     mu, s, restart, step_offset = ctx.hyper
     need_du, need_v0 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -509,6 +510,7 @@ def _adam_setup(ctx, inputs, output):
 
 
 def _adam_backward(ctx, da, dvT, dmT, *_carries):
+    refuse_double_backward("adam_scan")
     if da is None and dvT is None and dmT is None:
         return (None,) * 8
     u, carry_v, carry_m = ctx.saved_tensors
