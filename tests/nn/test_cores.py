@@ -343,7 +343,9 @@ def test_state_dict_round_trip_into_a_fresh_module(entry):
     state dict (strict) computes bitwise the same forward."""
     cls, _ = entry
     module = _make(cls, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float32, seed=11)
-    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    # lr small enough that the trained weights stay finite: at lr 0.1 the gradients (~10^3 for the orthogonal
+    # core's out.square().sum()) overflow it to NaN on some roundings, and NaN != NaN fails the bitwise check.
+    opt = torch.optim.SGD(module.parameters(), lr=1e-3)
     x = torch.randn(5, 2, 3)
     out, _ = module(x)
     out.square().sum().backward()
@@ -358,7 +360,7 @@ def test_state_dict_round_trip_into_a_fresh_module(entry):
     fresh.load_state_dict(module.state_dict(), strict=True)
     a, ha = module(x)
     b, hb = fresh(x)
-    assert torch.equal(a, b) and torch.equal(ha, hb)
+    assert a.isfinite().all() and torch.equal(a, b) and torch.equal(ha, hb)
     for name in module._flat_weights_names:
         assert torch.equal(getattr(module, name), getattr(fresh, name)), name
 

@@ -65,6 +65,7 @@ from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES, cell_step
 from ..schedules import restart_momentum
 from . import recurrence as _recurrence
 from . import scan as _scan
+from . import steploop as _steploop
 
 __all__ = ["lstm_layer", "rnn_layer", "indrnn_layer", "check_hyper", "forced_path", "DEFAULTS", "STATE_NAMES",
            "PATHS"]
@@ -521,12 +522,39 @@ def _segments(run, inputs, carry, lengths):
 
 # ------------------------------------------------------------------------------------------ torch, fused
 def _fused(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
-    """The torch path of the families without a native form (Adam, RMSProp, Nesterov; SPEC §1.4 does not
-    apply; it computes every family, which tests/nn/test_layers.py uses): one loop whose every step
-    computes u_t = W_ih x_t + b_ih, the input dynamics and the cell update on [B, G·H] tensors that stay in
-    cache. Scanning a precomputed u [T, B, G·H] and then running the recurrence makes several passes over
-    tensors of that size (measured 3-4x slower at the paper's shape on CPU). The step is the reference's own
-    (reference.cell_step): STYLE.md makes the reference the CPU fallback of last resort, and this is it."""
+    """The torch path of the families without a native form (Adam, RMSProp, Nesterov, the orthogonal and
+    IndRNN cores; SPEC §1.4 does not apply) and of every family under torch.compile: u = x W_ihᵀ + b_ih as one
+    GEMM over all steps (autograd's: dW_ih, db_ih and dx are single GEMMs too), then per time segment the
+    recurrence with its input dynamics as one op with a hand-written backward (functional.steploop). It
+    computes every family, which tests/nn/test_layers.py uses. proj_size > 0 takes _projected_loop."""
+    if w_hr is not None:
+        return _projected_loop(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset,
+                               lengths)
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    T, B, n_in = x.shape
+    x2, w_t = x.to(sdt).reshape(T * B, n_in), w_ih.to(sdt).T
+    # [T, B, G·H] time-major, contiguous; b_ih inside the dynamics (SPEC §1.1), added by the GEMM
+    u = (torch.mm(x2, w_t) if b_ih is None else torch.addmm(b_ih.to(sdt), x2, w_t)).view(T, B, -1)
+    names = STATE_NAMES[dynamics]
+    carry = {"h": h0.to(sdt), **({"c": c0.to(sdt)} if c0 is not None else {})}
+    for n in names:
+        carry[n] = state[n] if n in state else torch.zeros(u.shape[1:], dtype=sdt, device=x.device)
+
+    def segment(u_seg, carry, t0):
+        out, h, c, final = _steploop.step_loop(
+            u_seg, w_hh, b_hh, carry["h"], carry.get("c"), carry.get("v"), carry.get("m"), carry.get("a"),
+            core=core, dynamics=dynamics, **hyper, step_offset=step_offset + t0)
+        return out.to(x.dtype), {"h": h, **({"c": c} if c is not None else {}), **final}
+
+    out, carry = _segments(segment, u, carry, lengths)
+    c = carry.get("c")
+    return out, carry["h"].to(x.dtype), None if c is None else c.to(x.dtype), {n: carry[n] for n in names}
+
+
+def _projected_loop(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
+    """proj_size > 0 off the native path (the step-loop op has no projection): one loop whose every step is
+    the reference's own (reference.cell_step), differentiated by autograd; STYLE.md makes the reference the
+    CPU fallback of last resort, and this is it."""
     sdt = torch.promote_types(x.dtype, torch.float32)
     B, GH = x.shape[1], w_ih.shape[0]
     weights = [0.0 if t is None else t.to(sdt) for t in (w_ih, w_hh, b_ih, b_hh)] + [

@@ -25,8 +25,7 @@ import torch
 
 from .._backend import kernel_module, resolve_backend
 from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
-from ..reference.cells import core_step, drive_step
-from ..schedules import restart_momentum
+from . import steploop as _steploop
 
 __all__ = ["lstm_recurrence", "rnn_recurrence", "indrnn_recurrence", "nesterov_lstm_recurrence",
            "momentum_lstm_recurrence"]
@@ -144,41 +143,29 @@ def _carried_lstm(dynamics, u, weight_hh, bias_hh, h0, c0, carried0, carried_nam
                                                     _time_major(u))
         return kernels.momentum_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, carried0, mu, s, restart, step_offset,
                                                 _time_major(u))
-    lams = [mu] * T if restart is None else [restart_momentum(step_offset + t, restart) for t in range(T)]
-    return _step_loop(u, weight_hh, bias_hh, h0, c0, carried0, core="lstm", dynamics=dynamics, lams=lams, s=s)
+    return _step_loop(u, weight_hh, bias_hh, h0, c0, carried0, core="lstm", dynamics=dynamics, mu=mu, s=s,
+                      restart=restart, step_offset=step_offset)
 
 
 # ------------------------------------------------------------------------------------------ torch path
-def _step_loop(a, weight_hh, bias_hh, h0, c0, carried0, *, core, dynamics, lams=None, s=None):
-    """The torch path: the reference's own step (reference.drive_step / core_step, SPEC §1.1-1.3) over the
-    time steps of a [B, T, G·H], fp32 state. `carried0` is the family's carried state (v for momentum, a for
-    Nesterov). Returns (h [B, T, H] in a's layout and dtype, h_T, c_T (None for the RNN core) in a's dtype),
-    plus the carried state (fp32) when the family has one."""
+def _step_loop(a, weight_hh, bias_hh, h0, c0, carried0, *, core, dynamics, mu=None, s=None, restart=None,
+               step_offset=0):
+    """The torch path: functional.steploop's one op over the time steps of a [B, T, G·H] (SPEC §1.1-1.3, the
+    reference's math with a hand-written backward), fp32 state. `carried0` is the family's carried state (v for
+    momentum, a for Nesterov). Returns (h [B, T, H] in a's layout and dtype, h_T, c_T (None for the RNN core)
+    in a's dtype), plus the carried state (fp32) when the family has one."""
     H = weight_hh.shape[-1]  # [G·H, H] matrices; IndRNN's w is [H]
     dtype = _state_dtype(a)
-    w, b = weight_hh.to(dtype), (0.0 if bias_hh is None else bias_hh.to(dtype))
-    h = _initial(h0, a, H, dtype)
-    c = _initial(c0, a, H, dtype) if core == "lstm" else None
-    state = {"v": None, "m": None, "a": None}
+    h0 = _initial(h0, a, H, dtype) if h0 is None else h0
+    c0 = (_initial(c0, a, H, dtype) if c0 is None else c0) if core == "lstm" else None
     carried = {"momentum": "v", "nesterov": "a"}.get(dynamics)
-    if carried:
-        state[carried] = _initial(carried0, a, a.shape[2], dtype)
-    outs = []
-    for t, a_t in enumerate(a.unbind(1)):  # unbind, not a[:, t]: T selects would each backprop a full-size zero
-        z, state["v"], state["m"], state["a"] = drive_step(
-            a_t.to(dtype), h, state["v"], state["m"], state["a"], w, b, core=core, dynamics=dynamics,
-            lam=None if lams is None else lams[t], s=s, beta=None, eps=None)
-        h, c = core_step(z, c, None, core=core, b_hh=b)
-        outs.append(h)
-    result = (_stack(outs, a), h.to(a.dtype), None if c is None else c.to(a.dtype))
-    return result + (state[carried],) if carried else result
-
-
-def _stack(outs, a):
-    """Stack the per-step h_t [B, H] into [B, T, H] with a's memory layout, in a's dtype."""
-    if _time_major(a):
-        return torch.stack(outs, 0).to(a.dtype).transpose(0, 1)
-    return torch.stack(outs, 1).to(a.dtype)
+    out, h_T, c_T, final = _steploop.step_loop(
+        a.transpose(0, 1), weight_hh, bias_hh, h0, c0, carried0 if carried == "v" else None, None,
+        carried0 if carried == "a" else None, core=core, dynamics=dynamics, mu=mu, s=s, restart=restart,
+        step_offset=step_offset)
+    h = out.to(a.dtype).transpose(0, 1)
+    result = (h if _time_major(a) else h.contiguous(), h_T.to(a.dtype), None if c_T is None else c_T.to(a.dtype))
+    return result + (final[carried],) if carried else result
 
 
 def _empty_output(a, H):
@@ -229,10 +216,6 @@ def _backend(backend, a, name):
 
 def _state_dtype(a):
     return torch.promote_types(a.dtype, torch.float32)
-
-
-def _maybe(x, dtype):
-    return x.to(dtype) if x is not None else None
 
 
 def _initial(state, a, width, dtype):
