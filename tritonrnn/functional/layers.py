@@ -39,8 +39,10 @@ Paths (data flow module → functional → kernels):
   scan, then this core) is a candidate path ("identity-native"), chosen on CUDA by the dispatcher
   (tritonrnn.dispatch) where a measurement says it is fastest, or forced with `forced_path`; on CPU it is
   not the default (measured slower than the step loop there, KERNELS.md §2.6).
-- backend "torch" for the cores without a native form (modReLU, IndRNN), and Adam / RMSProp / Nesterov:
-  _fused, one loop of reference steps.
+- backend "torch" for the cores without a native form (modReLU, IndRNN), and Adam / RMSProp / Nesterov, and
+  every family under torch.compile: _fused, u = x W_ihᵀ + b_ih as one GEMM, then the whole recurrence with
+  its input dynamics as one op with a hand-written backward (functional.steploop, issue #16), so a compiled
+  graph holds one node per layer and direction whatever T is (issue #17).
 - otherwise (the Triton backend): per time segment, the input
   dynamics via tritonrnn.functional.scan, then the recurrence via tritonrnn.functional.recurrence
   (NesterovLSTM, whose momentum holds the recurrent term, SPEC §1.3, through nesterov_lstm_recurrence).
@@ -251,7 +253,7 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
         out, h, c, final = _drive_native(*args)
     elif dynamics in ("plain", "momentum", "restart") and core in _NATIVE and not torch.compiler.is_compiling():
         # Under torch.compile the native RNN ops do not trace (CPU: mkldnn_rnn_layer's fake/backward fail);
-        # _fused computes the same layer with traceable ops.
+        # _fused computes the same layer as one opaque custom op.
         out, h, c, final = _native(*args)
     else:
         out, h, c, final = _fused(*args)
