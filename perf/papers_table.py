@@ -4,7 +4,8 @@ Shape: pixel-by-pixel MNIST — batch 128, T = 784, input 1, hidden 256, one lay
 cross-entropy, RMSprop(lr 1e-3, alpha 0.9). Training μs/sample = forward + backward + optimizer step;
 evaluation μs/sample = forward under no_grad. Every provider is measured in the same process on the same data:
   tritonrnn:<backend>  the drop-in module with that backend (triton on CUDA; torch on any device),
-  torch.nn            torch.nn.LSTM / nn.RNN (cuDNN on GPU, the native kernels on CPU) — the plain-core peer,
+  torch.nn            torch.nn.LSTM / nn.RNN (cuDNN on GPU, the native kernels on CPU) — the plain-core peer, on
+                      every row of its core (the momentum families' rows then read as a ratio to nn.LSTM),
   eager               the reference cell: a Python loop of torch ops, as the papers' code,
   compiled            torch.compile of that cell's step, looped in Python.
 The orthogonal (DTRIV, modReLU) and IndRNN cores of issue #8 have no torch.nn / cuDNN form: their peers are the
@@ -98,8 +99,6 @@ def build(model_name: str, provider: str, shape: dict, device, dtype):
     if provider == "torch.nn":
         if core in NO_TORCH_NN:
             return NO_TORCH_NN[core]
-        if dynamics != "plain":
-            return "torch.nn has no momentum cells"
         body = nn.LSTM(shape["input_size"], H) if core == "lstm" else nn.RNN(shape["input_size"], H)
     elif provider.startswith("tritonrnn:"):
         backend = provider.split(":", 1)[1]
@@ -153,11 +152,29 @@ def measure_pair(model_name, provider, shape, *, device, dtype, iters, warmup, e
                          p20_ms=f"{timing.p20_ms:.4f}", p50_ms=f"{timing.p50_ms:.4f}", p80_ms=f"{timing.p80_ms:.4f}",
                          p20_us_per_sample=f"{us['p20']:.3f}", p50_us_per_sample=f"{us['p50']:.3f}",
                          p80_us_per_sample=f"{us['p80']:.3f}", first_call_ms=f"{timing.first_call_ms:.1f}",
-                         peak_mem_mb=f"{timing.peak_mem_mb:.1f}"))
+                         peak_mem_mb=f"{timing.peak_mem_mb:.1f}",
+                         saved_mb=f"{saved_for_backward_mb(built, shape, device, dtype):.2f}" if mode == "train" else ""))
         log(f"{tag} {model_name:13s} {provider:17s} {mode:5s} p50 {us['p50']:9.2f} μs/sample "
             f"(p20 {us['p20']:.2f}, p80 {us['p80']:.2f}; first call {timing.first_call_ms:.0f} ms)")
     del built
     return rows
+
+
+def saved_for_backward_mb(model: nn.Module, shape: dict, device, dtype) -> float:
+    """MiB that autograd keeps for the backward of the RNN body's forward (each storage counted once, whatever
+    saved it): the activations of the step loop or of the native cell, and the input and weights both keep."""
+    x = torch.rand(shape["seq_len"], shape["batch"], shape["input_size"]).to(device, dtype)
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model.body(x)
+    del out
+    return sum(storages.values()) / 2**20
 
 
 def default_providers(device) -> list:
@@ -241,8 +258,8 @@ def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
         pub = PUBLISHED.get(model)
         cells.append(f"{pub[0]} / {pub[1]}" if pub else "—")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", "— : not measured (torch.nn has no momentum cells and no orthogonal / IndRNN core; the Triton "
-                  "backend is timed on CUDA only)."]
+    lines += ["", "torch.nn is the plain-core peer (nn.LSTM / nn.RNN) on every row of its core. — : not measured "
+                  "(torch.nn has no orthogonal / IndRNN core; the Triton backend is timed on CUDA only)."]
     if any(MODELS[m][0] == "indrnn" for m in models):
         lines.append(f"IndRNN rows: recurrent_max = 2^(1/T) = {2.0 ** (1.0 / shape['seq_len']):.6f}, clipped in the "
                      "forward for every provider.")

@@ -16,7 +16,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 FIELDS = ["timestamp", "commit", "device", "torch", "triton", "suite", "model", "provider", "mode",
           "dtype", "batch", "seq_len", "input_size", "hidden_size", "iters", "warmup",
           "p20_ms", "p50_ms", "p80_ms", "p20_us_per_sample", "p50_us_per_sample", "p80_us_per_sample",
-          "first_call_ms", "peak_mem_mb", "note"]
+          "first_call_ms", "peak_mem_mb", "saved_mb", "note"]
 
 
 def device_name(device: torch.device) -> str:

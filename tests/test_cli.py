@@ -43,10 +43,11 @@ def test_bench_writes_the_papers_table(tmp_path):
     assert len(csvs) == 1
     rows = list(csv.DictReader(open(tmp_path / csvs[0])))
     measured = {(r["model"], r["provider"], r["mode"]) for r in rows}
-    # torch.nn has no MomentumLSTM: that pair is skipped, everything else is measured in train and eval
-    assert measured == {(m, p, mode) for m in ("LSTM", "MomentumLSTM") for p in ("tritonrnn:torch", "eager")
-                        for mode in ("train", "eval")} | {("LSTM", "torch.nn", "train"), ("LSTM", "torch.nn", "eval")}
+    # torch.nn (nn.LSTM) is the peer on every LSTM row: every pair is measured in train and eval
+    assert measured == {(m, p, mode) for m in ("LSTM", "MomentumLSTM") for p in ("tritonrnn:torch", "eager", "torch.nn")
+                        for mode in ("train", "eval")}
     assert all(float(r["p50_us_per_sample"]) > 0 and r["device"] and r["torch"] for r in rows)
+    assert all(float(r["saved_mb"]) > 0 for r in rows if r["mode"] == "train")  # memory kept for the backward
     assert "| MomentumLSTM |" in stdout and "7.43 / 3.16" in stdout   # the paper's figures beside ours
 
 

@@ -225,7 +225,9 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
             and core in _NATIVE):  # the cores without a cuDNN form always take the kernels
         path = _dispatch.choose(core, dynamics, dtype=dt, hidden_size=H, device=dev,
                                 training=torch.is_grad_enabled()) or AUTO_ON_CUDA[dynamics]
-    path = _FORCED.get() or path
+    # dynamo cannot trace ContextVar.get (a graph break, an error under fullgraph=True): a forced path is for
+    # eager benchmarks and tests, a compiled call takes the default one
+    path = (None if torch.compiler.is_compiling() else _FORCED.get()) or path
     if path == "identity-native" and not (dynamics in _IDENTITY_NATIVE and core in _NATIVE):
         path = "torch"  # no identity-native form here: the torch path (itself native where one exists)
     if path == "triton":
