@@ -1,7 +1,7 @@
-"""Higher-order gradients (issue 14): never a wrong number. On the torch path every family's second derivatives
-on the native path are right (gradgradcheck in float64: analytical Hessian-vector products against finite differences of the
-gradient); the Triton kernels' backwards are not differentiable, and a create_graph=True backward through any
-of them raises a RuntimeError that says so in words."""
+"""Higher-order gradients (issue 14): never a wrong number. On the torch path the native families' second
+derivatives are right (gradgradcheck in float64: analytical Hessian-vector products against finite differences of
+the gradient); the torch step-loop op's backward (issue 16) and the Triton kernels' backwards are not
+differentiable, and a create_graph=True backward through any of them raises a RuntimeError that says so in words."""
 import pytest
 import torch
 from torch.func import functional_call
