@@ -17,9 +17,16 @@ Arithmetic is fp32 whatever the parameter dtype (fp32 / bf16 / fp16); optimizer 
 bf16 round to nearest-even explicitly (`_round_store`): the GPU's default conversion does that too, but
 Triton's interpreter truncates, which would bias a long CPU-tested trajectory by half an ulp per step.
 
-Frank-Wolfe's norms (SPEC §2.3, p = 2) come from a fused reduction: `_fw_sumsq_kernel` writes one partial
-sum of squares per chunk, then `_segment_sum_kernel` sums each tensor's chunks in a fixed order (a
-deterministic segment sum, no atomics); the global norm is a torch sum over those per-tensor values.
+Frank-Wolfe's norms (SPEC §2.3, p = 2) come from a fused, scale-safe reduction (issue 14): Σ g² itself
+under/overflows fp32 for a finite gradient scaled by 1e-24 or 1e20 (a zero LMO step), so each norm is held
+as (m, s) with m = max|g| and s = Σ (g/m)², ‖g‖ = m·√s, the scaling of LAPACK's nrm2. `_fw_norm_kernel`
+writes one (m, s) per chunk, then `_segment_norm_kernel` combines each tensor's chunks in a fixed order
+(M = max m_c, S = Σ s_c (m_c/M)²: a deterministic segment reduction, no atomics); the global norm
+combines the per-tensor pairs the same way in torch (tritonrnn.optim).
+
+Under torch.compile the launchers are reached through custom ops whose step scalars arrive as one fp64
+CPU tensor (`SCALARS` names its entries): the optimizers' counters are tensors there (issue 17), and a
+CPU tensor is read on the host without synchronising the device, then passed as runtime arguments.
 """
 from __future__ import annotations
 
@@ -114,25 +121,38 @@ def _nag_kernel(param_ptrs, grad_ptrs, vel_ptrs, numels, chunk_tensor, chunk_sta
 
 
 @triton.jit
-def _fw_sumsq_kernel(param_ptrs, grad_ptrs, numels, chunk_tensor, chunk_start, partials, weight_decay,
-                     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
-    # One partial Σ g² per chunk (SPEC §2.3 LMO, p = 2); g includes the coupled L2 term.
+def _fw_norm_kernel(param_ptrs, grad_ptrs, numels, chunk_tensor, chunk_start, partial_max, partial_ssq,
+                    weight_decay, P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    # One (m, s) = (max|g|, Σ (g/m)²) per chunk (SPEC §2.3 LMO, p = 2; g includes the coupled L2 term).
+    # Dividing by m before squaring keeps s in [1, BLOCK] whatever the gradient's scale (no under/overflow).
     t, offs, mask = _chunk(numels, chunk_tensor, chunk_start, BLOCK)
     p, w, g = _load_param_grad(param_ptrs, grad_ptrs, t, offs, mask, weight_decay, P_DTYPE, G_DTYPE)
-    tl.store(partials + tl.program_id(0), tl.sum(g * g, axis=0))
+    m = tl.max(tl.abs(g), axis=0)
+    q = g / tl.where(m > 0, m, 1.0)  # an all-zero chunk gives (0, 0), not 0/0
+    tl.store(partial_max + tl.program_id(0), m)
+    tl.store(partial_ssq + tl.program_id(0), tl.sum(q * q, axis=0))
 
 
 @triton.jit
-def _segment_sum_kernel(partials, segment_begin, out, BLOCK: tl.constexpr):
-    # out[t] = Σ partials[segment_begin[t] : segment_begin[t+1]], always summed in the same order.
+def _segment_norm_kernel(partial_max, partial_ssq, segment_begin, max_out, ssq_out, BLOCK: tl.constexpr):
+    # Tensor t's chunks c in [segment_begin[t], segment_begin[t+1]): M = max m_c, S = Σ s_c (m_c/M)²,
+    # always reduced in the same order (deterministic).
     t = tl.program_id(0)
     lo = tl.load(segment_begin + t)
     hi = tl.load(segment_begin + t + 1)
+    mx = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(lo, hi, BLOCK):
+        offs = i + tl.arange(0, BLOCK).to(tl.int64)
+        mx = tl.maximum(mx, tl.load(partial_max + offs, mask=offs < hi, other=0.0))
+    big = tl.max(mx, axis=0)
+    safe = tl.where(big > 0, big, 1.0)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for i in range(lo, hi, BLOCK):
         offs = i + tl.arange(0, BLOCK).to(tl.int64)
-        acc += tl.load(partials + offs, mask=offs < hi, other=0.0)
-    tl.store(out + t, tl.sum(acc, axis=0))
+        r = tl.load(partial_max + offs, mask=offs < hi, other=0.0) / safe
+        acc += tl.load(partial_ssq + offs, mask=offs < hi, other=0.0) * r * r
+    tl.store(max_out + t, big)
+    tl.store(ssq_out + t, tl.sum(acc, axis=0))
 
 
 @triton.jit(do_not_specialize=["first", "last"])
@@ -255,45 +275,46 @@ def nag_step(plan: MultiTensorPlan, params, grads, velocities, *, lr: float, mom
                           **_dtype_args(params, grads), num_warps=NUM_WARPS)
 
 
-def grad_sumsq(plan: MultiTensorPlan, params, grads, *, weight_decay: float) -> torch.Tensor:
-    """Per-tensor Σ (grad + weight_decay·w)² as an fp32 device tensor [n] (deterministic)."""
+def grad_norm(plan: MultiTensorPlan, params, grads, *, weight_decay: float):
+    """Per-tensor (m, s) with m = max|grad + weight_decay·w| and s = Σ ((grad + weight_decay·w)/m)², so that
+    ‖·‖₂ = m·√s (scale-safe; (0, 0) for a zero or empty tensor): two fp32 device tensors [n], deterministic."""
     numels, ct, cs, begin, c = plan.chunks(params)
-    out = torch.empty(len(params), dtype=torch.float32, device=plan.device)
-    partials = torch.empty(max(c, 1), dtype=torch.float32, device=plan.device)
+    maxabs = torch.empty(len(params), dtype=torch.float32, device=plan.device)
+    ssq = torch.empty(len(params), dtype=torch.float32, device=plan.device)
+    partial_max = torch.empty(max(c, 1), dtype=torch.float32, device=plan.device)
+    partial_ssq = torch.empty(max(c, 1), dtype=torch.float32, device=plan.device)
     with device_guard(plan.device):
         if c > 0:
-            _fw_sumsq_kernel[(c,)](plan.pointers("param", params), plan.pointers("grad", grads), numels, ct, cs,
-                                   partials, float(weight_decay), **_dtype_args(params, grads),
-                                   num_warps=NUM_WARPS)
-        _segment_sum_kernel[(len(params),)](partials, begin, out, BLOCK=SEGMENT_BLOCK, num_warps=SEGMENT_WARPS)
-    return out
+            _fw_norm_kernel[(c,)](plan.pointers("param", params), plan.pointers("grad", grads), numels, ct, cs,
+                                  partial_max, partial_ssq, float(weight_decay), **_dtype_args(params, grads),
+                                  num_warps=NUM_WARPS)
+        _segment_norm_kernel[(len(params),)](partial_max, partial_ssq, begin, maxabs, ssq, BLOCK=SEGMENT_BLOCK,
+                                             num_warps=SEGMENT_WARPS)
+    return maxabs, ssq
 
 
 def fw_step(plan: MultiTensorPlan, params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, *,
-            k: int, inner_steps: int, radius: float, lr: float, p_inf: bool, outer_adam: bool,
-            beta1: float, beta2: float, eps: float, outer_step: int, weight_decay: float):
-    """One inner iteration k of SPEC §2.3 (the outer update when k = inner_steps), in place.
+            inv_k: float, first: float, last: float, radius: float, lr: float, beta1: float, beta2: float,
+            eps: float, step_size: float, inv_sqrt_bc2: float, weight_decay: float, p_inf: bool, outer_adam: bool):
+    """One inner iteration k of SPEC §2.3 (the outer update when `last`), in place.
 
-    `scales` is an fp32 device tensor [n] of δ/‖g‖ per tensor (ignored when p_inf); `outer_step` is the
-    1-based count of Adam steps including this one (for the bias corrections)."""
+    `scales` is an fp32 device tensor [n] of δ/‖g‖ per tensor (ignored when p_inf); `first`/`last` (0 or 1)
+    say k = 1 / k = K; `step_size` = lr/(1 − β1^t) and `inv_sqrt_bc2` = 1/√(1 − β2^t) are Adam's bias
+    corrections for the outer step t this window ends with (tritonrnn.optim derives them)."""
     numels, ct, cs, _, c = plan.chunks(params)
     if c == 0:
         return
     anchor_table = plan.pointers("anchor", anchors)
     if outer_adam:
         m_table, v_table = plan.pointers("exp_avg", exp_avgs), plan.pointers("exp_avg_sq", exp_avg_sqs)
-        bc1 = 1.0 - beta1 ** outer_step
-        bc2 = 1.0 - beta2 ** outer_step
-        step_size, inv_sqrt_bc2 = lr / bc1, 1.0 / bc2 ** 0.5
     else:
         m_table = v_table = anchor_table  # never dereferenced: OUTER_ADAM is False
-        step_size = inv_sqrt_bc2 = 0.0
     with device_guard(plan.device):
         _fw_kernel[(c,)](plan.pointers("param", params), plan.pointers("grad", grads), anchor_table,
                          plan.pointers("delta", deltas), m_table, v_table, scales, numels, ct, cs,
-                         1.0 / k, float(radius), float(lr), -1.0 / float(radius), float(beta1), float(beta2),
+                         float(inv_k), float(radius), float(lr), -1.0 / float(radius), float(beta1), float(beta2),
                          float(eps), float(step_size), float(inv_sqrt_bc2), float(weight_decay),
-                         int(k == 1), int(k == inner_steps),
+                         int(first), int(last),
                          P_INF=bool(p_inf), OUTER_ADAM=bool(outer_adam), **_dtype_args(params, grads),
                          num_warps=NUM_WARPS)
 
@@ -318,62 +339,72 @@ def _op_plan(params) -> MultiTensorPlan:
     return plan
 
 
+# The runtime scalars of each launcher, in the order of the `scalars` tensor its op takes.
+SCALARS = {
+    "srsgd_step": ("lr", "momentum", "weight_decay"),
+    "nag_step": ("lr", "momentum", "c_new", "c_old", "weight_decay"),
+    "fw_step": ("inv_k", "first", "last", "radius", "lr", "beta1", "beta2", "eps", "step_size", "inv_sqrt_bc2",
+                "weight_decay"),
+}
+
+
+def _host_scalars(name, scalars):
+    """The scalars tensor as keyword arguments. It is a CPU tensor (tritonrnn.optim builds it from CPU
+    counters), so this read never synchronises a device."""
+    return dict(zip(SCALARS[name], scalars.tolist()))
+
+
 @torch.library.custom_op("tritonrnn::srsgd_step", mutates_args=("params", "bufs"), schema=(
-    "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] bufs, float lr, float momentum, float weight_decay) -> ()"))
-def srsgd_step_op(params, grads, bufs, lr, momentum, weight_decay):
+    "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] bufs, Tensor scalars) -> ()"))
+def srsgd_step_op(params, grads, bufs, scalars):
     if params:
-        srsgd_step(_op_plan(params), params, grads, bufs, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        srsgd_step(_op_plan(params), params, grads, bufs, **_host_scalars("srsgd_step", scalars))
 
 
 @srsgd_step_op.register_fake
-def _(params, grads, bufs, lr, momentum, weight_decay):
+def _(params, grads, bufs, scalars):
     return None
 
 
 @torch.library.custom_op("tritonrnn::nag_step", mutates_args=("params", "velocities"), schema=(
-    "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] velocities, float lr, float momentum, float c_new, "
-    "float c_old, float weight_decay) -> ()"))
-def nag_step_op(params, grads, velocities, lr, momentum, c_new, c_old, weight_decay):
+    "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] velocities, Tensor scalars) -> ()"))
+def nag_step_op(params, grads, velocities, scalars):
     if params:
-        nag_step(_op_plan(params), params, grads, velocities, lr=lr, momentum=momentum, c_new=c_new, c_old=c_old,
-                 weight_decay=weight_decay)
+        nag_step(_op_plan(params), params, grads, velocities, **_host_scalars("nag_step", scalars))
 
 
 @nag_step_op.register_fake
-def _(params, grads, velocities, lr, momentum, c_new, c_old, weight_decay):
+def _(params, grads, velocities, scalars):
     return None
 
 
-@torch.library.custom_op("tritonrnn::grad_sumsq", mutates_args=(), schema=(
-    "(Tensor[] params, Tensor[] grads, float weight_decay) -> Tensor"))
-def grad_sumsq_op(params, grads, weight_decay):
-    return grad_sumsq(_op_plan(params), params, grads, weight_decay=weight_decay)
+@torch.library.custom_op("tritonrnn::grad_norm", mutates_args=(), schema=(
+    "(Tensor[] params, Tensor[] grads, float weight_decay) -> (Tensor, Tensor)"))
+def grad_norm_op(params, grads, weight_decay):
+    return grad_norm(_op_plan(params), params, grads, weight_decay=weight_decay)
 
 
-@grad_sumsq_op.register_fake
+@grad_norm_op.register_fake
 def _(params, grads, weight_decay):
-    return params[0].new_empty((len(params),), dtype=torch.float32)
+    return (params[0].new_empty((len(params),), dtype=torch.float32),
+            params[0].new_empty((len(params),), dtype=torch.float32))
 
 
 @torch.library.custom_op("tritonrnn::fw_step", mutates_args=("params", "anchors", "deltas", "exp_avgs", "exp_avg_sqs"),
                          schema=(
     "(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] anchors, Tensor(c!)[] deltas, Tensor(d!)[] exp_avgs, "
-    "Tensor(e!)[] exp_avg_sqs, Tensor? scales, int k, int inner_steps, float radius, float lr, bool p_inf, "
-    "bool outer_adam, float beta1, float beta2, float eps, int outer_step, float weight_decay) -> ()"))
-def fw_step_op(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, k, inner_steps, radius, lr, p_inf,
-               outer_adam, beta1, beta2, eps, outer_step, weight_decay):
+    "Tensor(e!)[] exp_avg_sqs, Tensor? scales, Tensor scalars, bool p_inf, bool outer_adam) -> ()"))
+def fw_step_op(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, scalars, p_inf, outer_adam):
     """fw_step; exp_avgs / exp_avg_sqs empty lists for outer="sgd", scales None for p = inf."""
     if not params:
         return
     fw_step(_op_plan(params), params, grads, anchors, deltas, exp_avgs or None, exp_avg_sqs or None,
             scales if scales is not None else anchors[0],  # a placeholder pointer: P_INF never reads it
-            k=k, inner_steps=inner_steps, radius=radius, lr=lr, p_inf=p_inf, outer_adam=outer_adam, beta1=beta1,
-            beta2=beta2, eps=eps, outer_step=outer_step, weight_decay=weight_decay)
+            p_inf=p_inf, outer_adam=outer_adam, **_host_scalars("fw_step", scalars))
 
 
 @fw_step_op.register_fake
-def _(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, k, inner_steps, radius, lr, p_inf, outer_adam,
-      beta1, beta2, eps, outer_step, weight_decay):
+def _(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, scalars, p_inf, outer_adam):
     return None
 
 
@@ -402,8 +433,8 @@ def _aot_configs():
              "P_DTYPE": "constexpr", "G_DTYPE": "constexpr", "BLOCK": "constexpr"},
             dtypes, num_warps=NUM_WARPS))
         configs.append(AotConfig(
-            f"multi_tensor._fw_sumsq_kernel[{name}]", _fw_sumsq_kernel,
-            {"param_ptrs": _TABLE, "grad_ptrs": _TABLE, **_CHUNK_SIG, "partials": "*fp32",
+            f"multi_tensor._fw_norm_kernel[{name}]", _fw_norm_kernel,
+            {"param_ptrs": _TABLE, "grad_ptrs": _TABLE, **_CHUNK_SIG, "partial_max": "*fp32", "partial_ssq": "*fp32",
              "weight_decay": "fp32", "P_DTYPE": "constexpr", "G_DTYPE": "constexpr", "BLOCK": "constexpr"},
             dtypes, num_warps=NUM_WARPS))
         for p_inf, outer_adam in ((False, True), (True, False)):
@@ -418,8 +449,9 @@ def _aot_configs():
                  "P_DTYPE": "constexpr", "G_DTYPE": "constexpr", "BLOCK": "constexpr"},
                 {"P_INF": p_inf, "OUTER_ADAM": outer_adam, **dtypes}, num_warps=NUM_WARPS))
     configs.append(AotConfig(
-        "multi_tensor._segment_sum_kernel", _segment_sum_kernel,
-        {"partials": "*fp32", "segment_begin": _TABLE, "out": "*fp32", "BLOCK": "constexpr"},
+        "multi_tensor._segment_norm_kernel", _segment_norm_kernel,
+        {"partial_max": "*fp32", "partial_ssq": "*fp32", "segment_begin": _TABLE, "max_out": "*fp32",
+         "ssq_out": "*fp32", "BLOCK": "constexpr"},
         {"BLOCK": SEGMENT_BLOCK}, num_warps=SEGMENT_WARPS))
     return configs
 

@@ -2,13 +2,19 @@
 fusion, no shared code with tritonrnn.optim): the oracles of tests/optim.
 
 Parameters are a list of tensors of any float dtype; each step's result is rounded to that dtype (as
-the optimizers store it), state is fp32. `grad_fn(t, params) -> grads` supplies the gradient of step t.
+the optimizers store it), state and arithmetic are fp32 (fp64 for fp64 parameters). `grad_fn(t, params)
+-> grads` supplies the gradient of step t.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+
+def _c(x):
+    """x in the dtype the step computes in: fp64 for fp64, else fp32."""
+    return x.double() if x.dtype == torch.float64 else x.float()
 
 
 def restart_mus(restart, steps: int):
@@ -35,14 +41,14 @@ def sutskever_mus(mu_max: float, steps: int):
 def srsgd(params, grad_fn, steps, *, lr, restart, weight_decay=0.0):
     """SPEC §2.1. `lr` may be a callable t -> lr (a schedule)."""
     params = [p.clone() for p in params]
-    v_prev = [p.float().clone() for p in params]
+    v_prev = [_c(p).clone() for p in params]
     mus = restart_mus(restart, steps)
     for t in range(steps):
         grads = grad_fn(t, params)
         eta = lr(t) if callable(lr) else lr
         for i, w in enumerate(params):
-            w32 = w.float()
-            g = grads[i].float() + weight_decay * w32
+            w32 = _c(w)
+            g = _c(grads[i]) + weight_decay * w32
             v = w32 - eta * g
             w.copy_(v + mus[t] * (v - v_prev[i]))
             v_prev[i] = v
@@ -53,12 +59,12 @@ def nag_lookahead(params, grad_fn, steps, *, lr, mus, nesterov=True, weight_deca
     """SPEC §2.2 with the parameters held at the gradient point: θ for CM, φ = θ + μ_t v for NAG.
     `mus` has steps + 1 entries (the look-ahead of the last step needs μ_steps)."""
     params = [p.clone() for p in params]
-    vel = [torch.zeros(p.shape, dtype=torch.float32) for p in params]
+    vel = [torch.zeros(p.shape, dtype=_c(p).dtype) for p in params]
     for t in range(steps):
         grads = grad_fn(t, params)
         for i, w in enumerate(params):
-            w32 = w.float()
-            g = grads[i].float() + weight_decay * w32
+            w32 = _c(w)
+            g = _c(grads[i]) + weight_decay * w32
             v_new = mus[t] * vel[i] - lr * g
             if nesterov:   # φ_{t+1} = θ_{t+1} + μ_{t+1} v_{t+1} with θ_t = φ_t − μ_t v_t
                 w.copy_((w32 - mus[t] * vel[i]) + v_new + mus[t + 1] * v_new)
@@ -87,17 +93,17 @@ def frank_wolfe(params, grad_fn, steps, *, lr, radius, inner_steps, p=2, norm="t
     """SPEC §2.3, Algorithm 1. `lr` and `radius` may be callables t -> value (schedules)."""
     params = [q.clone() for q in params]
     anchor = delta = None
-    m = [torch.zeros(q.shape) for q in params]
-    v = [torch.zeros(q.shape) for q in params]
+    m = [torch.zeros(q.shape, dtype=_c(q).dtype) for q in params]
+    v = [torch.zeros(q.shape, dtype=_c(q).dtype) for q in params]
     k, outer_t = 0, 0
     for t in range(steps):
         r = radius(t) if callable(radius) else radius
         eta = lr(t) if callable(lr) else lr
-        grads = [g.float() + weight_decay * w.float() for g, w in zip(grad_fn(t, params), params)]
+        grads = [_c(g) + weight_decay * _c(w) for g, w in zip(grad_fn(t, params), params)]
         k += 1
         if k == 1:
-            anchor = [w.float().clone() for w in params]
-            delta = [torch.zeros(w.shape) for w in params]
+            anchor = [_c(w).clone() for w in params]
+            delta = [torch.zeros(w.shape, dtype=_c(w).dtype) for w in params]
         if p == 2:
             if norm == "global":
                 total = math.sqrt(sum(float(g.double().square().sum()) for g in grads))

@@ -356,7 +356,19 @@ def _p():
     (lambda: SRSGD(_p(), lr=0.1, weight_decay=-1.0), ValueError, "weight_decay"),
     (lambda: SRSGD(_p(), lr=0.1, backend="cuda"), ValueError, "backend"),
     (lambda: SRSGD([{"params": _p(), "lr": -1.0}], lr=0.1), ValueError, "lr"),
-    (lambda: SRSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=0.1), TypeError, "params"),
+    (lambda: SRSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.int32), requires_grad=False)], lr=0.1), TypeError,
+     "params"),
+    (lambda: FrankWolfe([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], lr=0.1, radius=1.0), TypeError,
+     "params"),
+    (lambda: SRSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=0.1, backend="triton"), TypeError,
+     "torch.float64"),
+    (lambda: NAG([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], lr=0.1, backend="triton"), TypeError,
+     "torch.complex64"),
+    (lambda: SRSGD(_p(), lr=torch.tensor([0.1, 0.2])), TypeError, "lr"),
+    (lambda: SRSGD(_p(), lr=torch.tensor(0.1, device="meta")), ValueError, "lr"),
+    (lambda: SRSGD(_p(), lr=torch.tensor(-0.1)), ValueError, "lr"),
+    (lambda: FrankWolfe(_p(), lr=0.1, radius=1.0, eps=1e-50), ValueError, "eps"),
+    (lambda: FrankWolfe(_p(), lr=0.1, radius=1.0, eps=0.0), ValueError, "eps"),
     (lambda: NAG(_p(), lr=0.1, momentum=1.0), ValueError, "momentum"),
     (lambda: NAG(_p(), lr=0.1, momentum=-0.1), ValueError, "momentum"),
     (lambda: NAG(_p(), lr=0.1, schedule="cosine"), ValueError, "schedule"),
@@ -449,16 +461,25 @@ def test_plan_tables_are_cached_and_rebuilt_when_storage_changes():
     assert plan.chunks(xs)[4] == 4
 
 
-def test_grad_sumsq_is_deterministic_and_exact_enough():
-    from tritonrnn.kernels.multi_tensor import MultiTensorPlan, grad_sumsq
+def test_grad_norm_is_deterministic_and_exact_enough():
+    """The kernels' per-tensor (m, s), ‖g‖ = m·√s: m is max|g| exactly, m·√s the fp64 norm within an fp32
+    sum of n terms, and the foreach path's pair agrees."""
+    from tritonrnn.kernels.multi_tensor import MultiTensorPlan, grad_norm
+    from tritonrnn.optim import _grad_norm_foreach
 
-    params = make_params([(5000, torch.float32), (0, torch.float32), (2049, torch.float32)], 20)
-    grads = make_params([(5000, torch.float32), (0, torch.float32), (2049, torch.float32)], 21)
+    specs = [(5000, torch.float32), (0, torch.float32), (2049, torch.float32)]
+    params, grads = make_params(specs, 20), make_params(specs, 21)
     plan = MultiTensorPlan(torch.device("cpu"))
-    first = grad_sumsq(plan, params, grads, weight_decay=0.1)
-    assert torch.equal(first, grad_sumsq(plan, params, grads, weight_decay=0.1))
-    want = torch.stack([(g.double() + 0.1 * p.double()).square().sum() for p, g in zip(params, grads)])
-    assert_close(first, want.float(), torch.float32, steps=5000, scale=1.0)
+    m, s = grad_norm(plan, params, grads, weight_decay=0.1)
+    m2, s2 = grad_norm(plan, params, grads, weight_decay=0.1)
+    assert torch.equal(m, m2) and torch.equal(s, s2)
+    g = [(gr.double() + 0.1 * p.double()) for p, gr in zip(params, grads)]
+    assert torch.equal(m, torch.stack([(x.abs().max() if x.numel() else x.new_zeros(())).float() for x in g]))
+    want = torch.stack([x.norm() for x in g])
+    assert_close(m * s.sqrt(), want.float(), torch.float32, steps=5000, scale=1.0)
+    mf, sf = _grad_norm_foreach(params, grads, weight_decay=0.1)
+    assert torch.equal(mf, m)
+    assert_close(sf, s, torch.float32, steps=5000, scale=1.0)
 
 
 @pytest.mark.gpu
