@@ -437,6 +437,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
                     self.state[p][name] = value.to(device=p.device, dtype=_STATE_DTYPES[p.dtype],
                                                    memory_format=torch.contiguous_format, copy=True)
         for group in self.param_groups:
+            group.setdefault("capturable", True)  # absent from state_dicts saved before it was a key
             self._init_counters(group)
 
     def _update(self) -> None:
