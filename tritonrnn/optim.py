@@ -207,8 +207,10 @@ def _blend_(xs, ys, f):
     torch._foreach_add_(xs, torch._foreach_mul(ys, f))
 
 
-def _fw_foreach(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, *, inv_k, first, last, radius, lr,
-                beta1, beta2, eps, step_size, inv_sqrt_bc2, weight_decay, p_inf, outer_adam):
+def _fw_foreach(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, *, inv_k, keep, first, last, radius,
+                lr, beta1, beta2, eps, step_size, inv_sqrt_bc2, weight_decay, p_inf, outer_adam):
+    """`keep` = 1 − 1/k, computed by the caller in float64 before the scalars are cast to the compute dtype
+    (1 − fp32(1/k) would round differently, and a compiled step would drift from the eager one)."""
     w = _compute(params)
     g = _coupled_grad(w, _compute(grads), weight_decay)
     if p_inf:
@@ -219,7 +221,7 @@ def _fw_foreach(params, grads, anchors, deltas, exp_avgs, exp_avg_sqs, scales, *
     # k = 1 (first): anchor ← w, and Δ ← (1 − 1/k)Δ + (1/k)s is s (the stale Δ weighted by 0). A stale
     # non-finite anchor or Δ element can only sit where w itself is non-finite (the same step wrote both).
     _blend_(anchors, w, first)
-    torch._foreach_mul_(deltas, 1.0 - inv_k)
+    torch._foreach_mul_(deltas, keep)
     torch._foreach_add_(deltas, torch._foreach_mul(s, inv_k))
     new = torch._foreach_add(anchors, deltas)  # the inner iterate, replaced by the outer update at k = K
     if outer_adam:
@@ -742,8 +744,8 @@ class FrankWolfe(_FusedOptimizer):
                         scale = states[0][0]
                     self._launch("fw_step", index, bucket, *states, scale, scalars=scalars, **flags)
                 else:
-                    _fw_foreach(bucket.params, bucket.grads, *states, scale,
-                                **_in_dtype(scalars, _compute_dtype(bucket)), **flags)
+                    foreach = _in_dtype(dict(scalars, keep=1.0 - scalars["inv_k"]), _compute_dtype(bucket))
+                    _fw_foreach(bucket.params, bucket.grads, *states, scale, **foreach, **flags)
             group["k"] = torch.where(last, 0, k)
             group["outer_step"] = group["outer_step"] + last.long()
             group["step"] = group["step"] + 1
