@@ -223,3 +223,33 @@ def test_tensor_lr_equals_the_number_and_follows_in_place_changes(backend, cls, 
             opt.step()
     for a, b in zip(ps_tensor, ps_number):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# state_dict with Python-number counters (saved before the counters were tensors, issue 17)
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls,kwargs", [(SRSGD, dict(restart=[(3, 2), (20, 5)])),
+                                        (NAG, dict(schedule="restart", restart=4)),
+                                        (FrankWolfe, dict(radius=0.5, inner_steps=3))],
+                         ids=["SRSGD", "NAG", "FrankWolfe"])
+def test_state_dict_with_python_number_counters_loads(cls, kwargs):
+    params = make_params([(30, torch.float32), (5, torch.bfloat16)], 44)
+    grads = QuadraticGrads(params, 45)
+    straight, _ = run(lambda ps: cls(ps, lr=0.05, backend="foreach", **kwargs), params, grads, 8)
+    first, opt = run(lambda ps: cls(ps, lr=0.05, backend="foreach", **kwargs), params, grads, 5)
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        group.pop("capturable")
+        for key in ("step", "k", "F", "outer_step", "mu"):
+            if isinstance(group.get(key), torch.Tensor):
+                group[key] = group[key].item()
+    resumed = [torch.nn.Parameter(p.clone()) for p in first]
+    opt2 = cls(resumed, lr=0.05, backend="foreach", **kwargs)
+    opt2.load_state_dict(saved)
+    assert all(isinstance(opt2.param_groups[0][k], torch.Tensor) for k in ("step", "k"))
+    for t in range(5, 8):
+        for p, g in zip(resumed, grads(t, [p.detach() for p in resumed])):
+            p.grad = g
+        opt2.step()
+    for a, b in zip(resumed, straight):
+        assert torch.equal(a.detach(), b)
