@@ -52,3 +52,15 @@ def check_int(value, name: str, *, low=None) -> int:
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return value
+
+
+def check_eps(value, name: str = "eps") -> float:
+    """The ε of v/(√m + ε) (SPEC §1.2 Adam / RMSProp): a finite number no smaller than float32's smallest normal.
+    The states are fp32 (and GPUs flush subnormals to zero), so a smaller ε rounds to 0 and a zero input with no
+    history gives 0/0 = NaN instead of 0."""
+    tiny = torch.finfo(torch.float32).tiny
+    value = check_float(value, name, low=0.0, low_open=True)
+    if value < tiny:
+        raise ValueError(f"{name} must be >= {tiny} (float32's smallest normal: a smaller {name} is 0 in the fp32 "
+                         f"state and 0/(0 + {name}) is NaN), got {value}")
+    return value

@@ -62,7 +62,7 @@ from torch import _VF
 
 from .. import dispatch as _dispatch
 from .._backend import ENV_OVERRIDE, has_triton, resolve_backend
-from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
+from .._validate import FLOAT_DTYPES, check_eps, check_float, check_int, check_shape, check_tensor
 from ..reference.cells import DYNAMICS, HYPER_NAMES, STATE_NAMES, cell_step
 from ..schedules import restart_momentum
 from . import recurrence as _recurrence
@@ -134,7 +134,7 @@ def check_hyper(dynamics: str, **hyper) -> dict:
         if name in ("mu", "beta"):
             value = check_float(value, name, low=0.0, high=1.0, high_open=True)
         elif name == "eps":
-            value = check_float(value, name, low=0.0, low_open=True)
+            value = check_eps(value, name)
         elif name == "restart":
             value = check_int(value, name, low=1)
         else:
@@ -310,6 +310,13 @@ def _native(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, stat
     """SPEC §1.4 on torch's native cell (module docstring)."""
     T, B, _ = x.shape
     sdt = torch.promote_types(x.dtype, torch.float32)
+    if dynamics != "plain" and x.dtype != sdt:
+        # The scanned raw input x̃ ~ s·x/(1-μ) is a momentum state: the reference keeps it in fp32, and in fp16
+        # it overflows (μ near 1, pixel-scale x) where the reference stays finite (issue 14). The native call
+        # needs one dtype for drive and weights, so the whole layer runs in the state dtype.
+        up = [None if t is None else t.to(sdt) for t in (x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0)]
+        out, h, c, final = _native(core, *up[:6], dynamics, hyper, *up[6:], state, step_offset, lengths)
+        return out.to(x.dtype), h.to(x.dtype), None if c is None else c.to(x.dtype), final
     weight, drive = w_ih, x
     if dynamics != "plain":
         if b_ih is not None:  # the bias channel: c_t = μ_t c_{t-1} + s, scanned with the input
@@ -449,9 +456,16 @@ def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, sta
     if w_hr is not None:
         raise NotImplementedError("the scan + recurrence path has no projection (proj_size > 0)")
     commuted = dynamics in ("momentum", "restart")
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    # The drive of the commuted families (x̃ and a = W' x̃ + Λ_t v_0) is a momentum state, held in the state
+    # dtype as the reference holds it: in fp16 x̃ ~ s·x/(1-μ) overflows where the reference stays finite
+    # (issue 14). The recurrence then runs on that drive, with W_hh, b_hh cast to it (the kernels take one dtype).
+    rdt = sdt if commuted else x.dtype
+    w_hh_r, b_hh_r = w_hh.to(rdt), (None if b_hh is None else b_hh.to(rdt))
     if commuted:
         weight = w_ih if b_ih is None else torch.cat([w_ih, b_ih[:, None]], dim=1)
-        u = x if b_ih is None else torch.cat([x, x.new_ones(T, B, 1)], dim=2)
+        weight = weight.to(sdt)
+        u = (x if b_ih is None else torch.cat([x, x.new_ones(T, B, 1)], dim=2)).to(sdt)
     else:
         u = x @ w_ih.T
         if b_ih is not None:
@@ -459,7 +473,6 @@ def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, sta
     v_is_zero = "v" not in state  # until the first segment has run
     names = STATE_NAMES[dynamics]
     GH = w_ih.shape[0]
-    sdt = torch.promote_types(x.dtype, torch.float32)
     carry = {"h": h0, **({"c": c0} if core == "lstm" else {})}
     for n in names:
         carry[n] = state[n] if n in state else torch.zeros(B, GH, dtype=sdt, device=x.device)
@@ -481,7 +494,7 @@ def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, sta
             v_T = x_tilde[:, -1].to(sdt) @ weight.to(sdt).T  # in fp32, not from the rounded a
             if not (v_is_zero and t0 == 0):
                 lam = _decay(dynamics, hyper, step_offset + t0, a.shape[1], sdt, a.device)
-                a = (a.to(sdt) + lam[None, :, None] * carry["v"][:, None, :]).to(x.dtype)
+                a = a + lam[None, :, None] * carry["v"][:, None, :]
                 v_T = v_T + lam[-1] * carry["v"]
             carry["v"] = v_T
         elif dynamics == "adam":
@@ -491,14 +504,17 @@ def _general(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, sta
             a, carry["m"] = _scan.rmsprop_scan(u_bt, hyper["s"], hyper["beta"], hyper["eps"], carry["m"],
                                                backend=path)
         if core == "lstm":
-            h, carry["h"], carry["c"] = _recurrence.lstm_recurrence(a, w_hh, b_hh, carry["h"], carry["c"],
+            h, carry["h"], carry["c"] = _recurrence.lstm_recurrence(a, w_hh_r, b_hh_r, carry["h"], carry["c"],
                                                                     backend=path)
         elif core == "indrnn":
-            h, carry["h"] = _recurrence.indrnn_recurrence(a, w_hh, b_hh, carry["h"], backend=path)
+            h, carry["h"] = _recurrence.indrnn_recurrence(a, w_hh_r, b_hh_r, carry["h"], backend=path)
         else:
-            h, carry["h"] = _recurrence.rnn_recurrence(a, w_hh, b_hh, carry["h"], nonlinearity=core[4:],
+            h, carry["h"] = _recurrence.rnn_recurrence(a, w_hh_r, b_hh_r, carry["h"], nonlinearity=core[4:],
                                                        backend=path)
-        return h.transpose(0, 1), carry
+        carry["h"] = carry["h"].to(x.dtype)
+        if "c" in carry:
+            carry["c"] = carry["c"].to(x.dtype)
+        return h.transpose(0, 1).to(x.dtype), carry
 
     out, carry = _segments(segment, u, carry, lengths)
     return out, carry["h"], carry.get("c"), {n: carry[n] for n in names}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._backend import kernel_module, resolve_backend
-from .._validate import FLOAT_DTYPES, check_float, check_int, check_shape, check_tensor
+from .._validate import FLOAT_DTYPES, check_eps, check_float, check_int, check_shape, check_tensor
 from ..reference import scans as reference
 
 __all__ = ["momentum_scan", "adam_scan", "rmsprop_scan"]
@@ -55,7 +55,7 @@ def adam_scan(u, mu, s, beta, eps, v0=None, m0=None, *, backend="auto"):
     mu = check_float(mu, "mu", low=0.0, high=1.0, high_open=True)
     s = check_float(s, "s")
     beta = check_float(beta, "beta", low=0.0, high=1.0, high_open=True)
-    eps = check_float(eps, "eps", low=0.0, low_open=True)
+    eps = check_eps(eps)
     return _adam(u, mu, s, beta, eps, v0, m0, _backend(backend, u))
 
 
@@ -67,7 +67,7 @@ def rmsprop_scan(u, s, beta, eps, m0=None, *, backend="auto"):
     m0 = _check_state(m0, "m0", u)
     s = check_float(s, "s")
     beta = check_float(beta, "beta", low=0.0, high=1.0, high_open=True)
-    eps = check_float(eps, "eps", low=0.0, low_open=True)
+    eps = check_eps(eps)
     a, _, mT = _adam(u, 0.0, s, beta, eps, None, m0, _backend(backend, u))
     return a, mT
 
