@@ -3,7 +3,9 @@
 Shape: pixel-by-pixel MNIST — batch 128, T = 784, input 1, hidden 256, one layer, Linear(256→10) on the last h,
 cross-entropy, RMSprop(lr 1e-3, alpha 0.9). Training μs/sample = forward + backward + optimizer step;
 evaluation μs/sample = forward under no_grad. Every provider is measured in the same process on the same data:
-  tritonrnn:<backend>  the drop-in module with that backend (triton on CUDA; torch on any device),
+  tritonrnn:<backend>  the drop-in module with that backend (auto, triton on CUDA or under the interpreter, torch
+                      on any device), or tritonrnn:identity-native: the torch module with Adam / RMSProp run by
+                      the identity-native core (functional.layers.forced_path; KERNELS.md §2.6),
   torch.nn            torch.nn.LSTM / nn.RNN (cuDNN on GPU, the native kernels on CPU) — the plain-core peer, on
                       every row of its core (the momentum families' rows then read as a ratio to nn.LSTM),
   eager               the reference cell: a Python loop of torch ops, as the papers' code,
@@ -83,6 +85,21 @@ class ReferenceBody(nn.Module):
                                core=self.core, dynamics=self.dynamics, **hyper, **kwargs)
 
 
+class Forced(nn.Module):
+    """A module whose layers run one path of functional.layers (forced_path): how a dispatcher candidate that no
+    `backend` names (identity-native) is measured through the module."""
+
+    def __init__(self, module: nn.Module, path: str):
+        super().__init__()
+        self.module, self.path = module, path
+
+    def forward(self, x):
+        from tritonrnn.functional.layers import forced_path
+
+        with forced_path(self.path):
+            return self.module(x)
+
+
 def module_kwargs(model_name: str, shape: dict) -> dict:
     """Constructor arguments beyond (input, hidden, backend): IndRNN's recurrent_max = 2^(1/T) (IndRNN paper)."""
     return {"recurrent_max": 2.0 ** (1.0 / shape["seq_len"])} if MODELS[model_name][0] == "indrnn" else {}
@@ -101,10 +118,17 @@ def build(model_name: str, provider: str, shape: dict, device, dtype):
             return NO_TORCH_NN[core]
         body = nn.LSTM(shape["input_size"], H) if core == "lstm" else nn.RNN(shape["input_size"], H)
     elif provider.startswith("tritonrnn:"):
+        from tritonrnn._backend import interpreting
+
         backend = provider.split(":", 1)[1]
-        if backend == "triton" and torch.device(device).type != "cuda":
+        if backend == "triton" and torch.device(device).type != "cuda" and not interpreting():
             return "the Triton backend runs on CUDA (on CPU only under the interpreter, which is not timed)"
-        body = getattr(tritonrnn, model_name)(shape["input_size"], H, backend=backend, **extra)
+        if backend == "identity-native":
+            if dynamics not in ("adam", "rmsprop") or core not in ("lstm", "rnn_tanh"):
+                return "the identity-native core serves Adam / RMSProp on the LSTM / RNN cores"
+            body = Forced(getattr(tritonrnn, model_name)(shape["input_size"], H, backend="torch", **extra), backend)
+        else:
+            body = getattr(tritonrnn, model_name)(shape["input_size"], H, backend=backend, **extra)
     elif provider in ("eager", "compiled"):
         module = getattr(tritonrnn, model_name)(shape["input_size"], H, backend="torch", **extra)
         step = None
@@ -117,38 +141,56 @@ def build(model_name: str, provider: str, shape: dict, device, dtype):
     return Classifier(body, H, shape["classes"]).to(device=device, dtype=dtype)
 
 
-def iteration_fns(model: nn.Module, shape: dict, device, dtype):
+def iteration_fns(model: nn.Module, shape: dict, device, dtype, autocast=None):
+    """{"train": ..., "eval": ...} iterations; `autocast` (a dtype) runs the forward under torch.autocast."""
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(shape["seq_len"], shape["batch"], shape["input_size"], generator=g).to(device, dtype)
     y = torch.randint(0, shape["classes"], (shape["batch"],), generator=g).to(device)
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
+    def forward():
+        if autocast is None:
+            return model(x)
+        with torch.autocast(torch.device(device).type, dtype=autocast):
+            return model(x)
+
     def train():
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x).float(), y).backward()
+        loss_fn(forward().float(), y).backward()
         opt.step()
 
     @torch.no_grad()
     def evaluate():
-        model(x)
+        forward()
 
     return {"train": train, "eval": evaluate}
 
 
-def measure_pair(model_name, provider, shape, *, device, dtype, iters, warmup, env, suite, log=print, tag=""):
-    """Train and eval rows (long-format CSV dicts) for one model × provider × shape; [] when skipped."""
+def measure_pair(model_name, provider, shape, *, device, dtype, iters, warmup, env, suite, log=print, tag="",
+                 autocast=None, note=""):
+    """Train and eval rows (long-format CSV dicts) for one model × provider × shape; [] when skipped.
+    `autocast` (a dtype) runs the forwards under torch.autocast (dtype column "autocast-<dtype>"); `iters` may
+    be a function of the probe time of one iteration in seconds, returning (iters, warmup)."""
     built = build(model_name, provider, shape, device, dtype)
     if isinstance(built, str):
         log(f"{tag} {model_name:13s} {provider:17s} skipped: {built}")
         return []
     rows = []
-    for mode, fn in iteration_fns(built, shape, device, dtype).items():
-        timing = measure(fn, device, warmup=warmup, iters=iters)
+    label = str(dtype if autocast is None else autocast).replace("torch.", "")
+    label = label if autocast is None else "autocast-" + label
+    for mode, fn in iteration_fns(built, shape, device, dtype, autocast).items():
+        n_iters, n_warmup = iters, warmup
+        if callable(iters):  # size the repetitions to a time budget from a probe (the first call compiles)
+            fn()
+            probe = measure(fn, device, warmup=0, iters=1).p50_ms / 1e3
+            n_iters, n_warmup = iters(probe)
+        timing = measure(fn, device, warmup=n_warmup, iters=n_iters)
         us = timing.per_sample_us(shape["batch"])
-        rows.append(dict(env, suite=suite, model=model_name, provider=provider, mode=mode,
-                         dtype=str(dtype).replace("torch.", ""), batch=shape["batch"], seq_len=shape["seq_len"],
-                         input_size=shape["input_size"], hidden_size=shape["hidden_size"], iters=iters, warmup=warmup,
+        rows.append(dict(env, suite=suite, model=model_name, provider=provider, mode=mode, note=note,
+                         dtype=label, batch=shape["batch"], seq_len=shape["seq_len"],
+                         input_size=shape["input_size"], hidden_size=shape["hidden_size"], iters=n_iters,
+                         warmup=n_warmup,
                          p20_ms=f"{timing.p20_ms:.4f}", p50_ms=f"{timing.p50_ms:.4f}", p80_ms=f"{timing.p80_ms:.4f}",
                          p20_us_per_sample=f"{us['p20']:.3f}", p50_us_per_sample=f"{us['p50']:.3f}",
                          p80_us_per_sample=f"{us['p80']:.3f}", first_call_ms=f"{timing.first_call_ms:.1f}",

@@ -60,3 +60,89 @@ def test_forced_path_is_checked_and_scoped():
     with layers.forced_path("identity-native"):
         assert layers._FORCED.get() == "identity-native"
     assert layers._FORCED.get() is None
+
+
+# ------------------------------------------------------------------------------------------ the generator
+FIELDS = ["timestamp", "device", "suite", "model", "provider", "mode", "dtype", "hidden_size", "p50_ms", "note"]
+NEW, OLD = "2027-01-01T00:00:00+00:00", "2026-11-26T00:22:18+00:00"
+
+
+def _row(model, provider, mode, p50, *, dtype="float32", device="NVIDIA H200", ts=NEW, hidden=256):
+    return dict(timestamp=ts, device=device, suite="papers_table", model=model, provider=provider, mode=mode,
+                dtype=dtype, hidden_size=hidden, p50_ms=p50)
+
+
+SYNTHETIC = [
+    # AdamLSTM: identity-native wins training, triton (the default) wins evaluation
+    _row("AdamLSTM", "tritonrnn:triton", "train", 10.0), _row("AdamLSTM", "tritonrnn:torch", "train", 50.0),
+    _row("AdamLSTM", "tritonrnn:identity-native", "train", 5.0), _row("AdamLSTM", "tritonrnn:auto", "train", 1.0),
+    _row("AdamLSTM", "tritonrnn:triton", "eval", 3.0), _row("AdamLSTM", "tritonrnn:identity-native", "eval", 4.0),
+    # under bf16 autocast, the same family at another precision class
+    _row("AdamLSTM", "tritonrnn:triton", "train", 8.0, dtype="autocast-bfloat16"),
+    _row("AdamLSTM", "tritonrnn:identity-native", "train", 9.0, dtype="autocast-bfloat16"),
+    # LSTM: the default (torch) measured and faster: written as measured
+    _row("LSTM", "tritonrnn:torch", "train", 1.0), _row("LSTM", "tritonrnn:triton", "train", 100.0),
+    _row("LSTM", "torch.nn", "train", 0.5),  # a peer, not a layer path: ignored
+    # MomentumLSTM: only one path measured: no choice
+    _row("MomentumLSTM", "tritonrnn:triton", "train", 2.0),
+    # RMSPropLSTM: the default (triton) not measured: no choice, even though two paths were
+    _row("RMSPropLSTM", "tritonrnn:torch", "train", 7.0), _row("RMSPropLSTM", "tritonrnn:identity-native", "train", 6.0),
+    # an IndRNN core never consults the table
+    _row("AdamIndRNN", "tritonrnn:triton", "train", 9.0), _row("AdamIndRNN", "tritonrnn:torch", "train", 1.0),
+    # an older run of the same device is superseded, whatever it said
+    _row("RMSPropLSTM", "tritonrnn:triton", "train", 1.0, ts=OLD),
+    _row("RMSPropLSTM", "tritonrnn:torch", "train", 0.1, ts=OLD),
+    # another device class, at another hidden class
+    _row("AdamRNN", "tritonrnn:triton", "eval", 4.0, device="NVIDIA A100-SXM4-80GB", hidden=512),
+    _row("AdamRNN", "tritonrnn:identity-native", "eval", 2.0, device="NVIDIA A100-SXM4-80GB", hidden=512),
+    # CPU rows and error rows are not GPU measurements
+    _row("AdamLSTM", "tritonrnn:torch", "train", 0.01, device="CPU x86_64 (2 cores, 2 threads)"),
+    dict(note="error: AdamLSTM tritonrnn:torch float32: RuntimeError: boom"),
+]
+EXPECTED = {"nvidia-a100-sxm4-80gb": {"rnn_tanh/adam/float32/h512/eval": "identity-native"},
+            "nvidia-h200": {"lstm/adam/autocast-bfloat16/h256/train": "triton",
+                            "lstm/adam/float32/h256/eval": "triton",
+                            "lstm/adam/float32/h256/train": "identity-native",
+                            "lstm/plain/float32/h256/train": "torch"}}
+
+
+def test_dispatch_table_from_a_synthetic_csv(tmp_path, on_h200):
+    import csv
+
+    from tritonrnn.perf import dispatch_table
+
+    src = tmp_path / "perf" / "results" / "nvidia-h200-x" / "table.csv"
+    src.parent.mkdir(parents=True)
+    with open(src, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for r in SYNTHETIC:
+            writer.writerow({k: r.get(k, "") for k in FIELDS})
+    out = tmp_path / "tritonrnn" / "_dispatch_table.py"
+    out.parent.mkdir()
+    assert dispatch_table.main([str(src), "--out", str(out)]) == 0
+    generated = {}
+    exec(out.read_text(), generated)
+    assert generated["TABLE"] == EXPECTED
+    assert generated["SOURCES"] == ["perf/results/nvidia-h200-x/table.csv"]
+    # and the dispatcher's choice from it
+    kw = dict(device=torch.device("cuda", 0), table=generated["TABLE"], hidden_size=256)
+    assert dispatch.choose("lstm", "adam", dtype=torch.float32, training=True, **kw) == "identity-native"
+    assert dispatch.choose("lstm", "adam", dtype=torch.float32, training=False, **kw) == "triton"
+    assert dispatch.choose("lstm", "rmsprop", dtype=torch.float32, training=True, **kw) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the precision class follows the autocast state of the
+        got = dispatch.precision(torch.float32, "cpu")  # device type; CUDA autocast is not available here
+    assert got == "autocast-bfloat16"
+
+
+def test_committed_table_is_what_the_results_give(tmp_path):
+    # the committed file is regenerated from perf/results, never edited by hand
+    from tritonrnn.perf import dispatch_table
+
+    out = tmp_path / "tritonrnn" / "_dispatch_table.py"
+    out.parent.mkdir()
+    dispatch_table.main(["--out", str(out)])
+    generated, committed = {}, {}
+    exec(out.read_text(), generated)
+    exec(open(dispatch_table.default_output()).read(), committed)
+    assert generated["TABLE"] == committed["TABLE"]
