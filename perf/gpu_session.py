@@ -237,7 +237,7 @@ def section_scan(out_dir, budget_s, dry_run):
             def copy_row(n=n, dtype=dtype, state=state):
                 state["copy"] = copy_gbps(n, device, dry_run, dtype)
                 return [dict(env, op="copy_", provider="torch", **{"pass": "copy"}, dtype=str(dtype)[6:], numel=n,
-                             gbps=f"{state['copy']:.1f}", copy_gbps=f"{state['copy']:.1f}", fraction_of_copy="1.000")]
+                             gbps=f"{state['copy']:.4g}", copy_gbps=f"{state['copy']:.4g}", fraction_of_copy="1.000")]
 
             sec.run(f"copy {n} {dtype}", copy_row, 0 if dry_run else 5)
             for name, op in ops.items():
@@ -293,8 +293,8 @@ def section_optim(out_dir, budget_s, dry_run):
     for numel in _sizes(dry_run):
         def copy_row(numel=numel):
             copies[numel] = copy_gbps(numel, device, dry_run)
-            return [dict(env, optimizer="copy_", provider="torch", numel=numel, gbps=f"{copies[numel]:.1f}",
-                         copy_gbps=f"{copies[numel]:.1f}", fraction_of_copy="1.000")]
+            return [dict(env, optimizer="copy_", provider="torch", numel=numel, gbps=f"{copies[numel]:.4g}",
+                         copy_gbps=f"{copies[numel]:.4g}", fraction_of_copy="1.000")]
 
         sec.run(f"copy {numel}", copy_row, 0 if dry_run else 5)
         for tensors in counts:
