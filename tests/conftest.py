@@ -13,21 +13,13 @@ if not ON_GPU:
 os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
 
 import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
 
-# CI: bounded examples, no deadline (the interpreter is ~1000x slower than a GPU and timing varies).
-settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("dev", max_examples=30, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("thorough", max_examples=300, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+from tests import profiles  # noqa: E402,F401  (registers and loads the hypothesis profile)
 
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def device():
     """Where kernel tests run: the GPU when present, else the CPU under the interpreter."""
     return DEVICE
@@ -40,3 +32,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    """explore: one random seed for the session unless --hypothesis-seed gives one (printed in the header)."""
+    if profiles.PROFILE == "explore" and config.getoption("hypothesis_seed", None) is None:
+        import random
+
+        from hypothesis import core
+
+        config.option.hypothesis_seed = core.global_force_seed = random.SystemRandom().randrange(2**32)
+
+
+def pytest_report_header(config):
+    if profiles.PROFILE == "explore":
+        seed = config.getoption("hypothesis_seed", None)
+        return [f"hypothesis profile explore, seed {seed}: replay with "
+                f"HYPOTHESIS_PROFILE=explore python -m pytest --hypothesis-seed={seed} <test id>"]
+    return ["hypothesis profile default (derandomized, no database)"]

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 pytest.importorskip("triton")
 
 from tests.conftest import DEVICE  # noqa: E402
+from tests.profiles import budget  # noqa: E402
 from tests.test_functional_scan import assert_close, check_continuation, check_scan, scan_cases  # noqa: E402
 from tritonrnn.functional.scan import adam_scan, momentum_scan, rmsprop_scan  # noqa: E402
 from tritonrnn.kernels import scan as kernels  # noqa: E402
@@ -53,7 +54,7 @@ def test_adam_kernel_matches_reference(case):
 
 # RMSProp runs Adam's kernels with mu = 0 (and the torch path is checked against the reference at full
 # strength), so a few examples suffice here: the interpreter is slow.
-@settings(max_examples=4)
+@settings(max_examples=budget(4))
 @given(case=scan_cases("rmsprop", max_B=2))
 def test_rmsprop_kernel_matches_reference(case):
     u, states, params, cot, _, _ = _to_device(case)

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.profiles import budget
 from tritonrnn.optim import NAG, SRSGD, FrankWolfe
 
 from . import reference as ref
@@ -28,7 +29,7 @@ def tensor_specs(max_tensors, max_numel):
 # slower, so the Triton path gets few small lists here and one wide list in test_many_tensors_triton.
 FOREACH = dict(specs=tensor_specs(50, 5000))
 TRITON = dict(specs=tensor_specs(4, 1200))
-triton_settings = settings(max_examples=4)
+triton_settings = settings(max_examples=budget(4))
 
 
 def srsgd_config():
