@@ -18,7 +18,8 @@ How it is measured:
   step loops. Pages are counted when touched, so the figure is a true peak at a 4 KiB granularity.
 
 Run: `python -m tritonrnn.perf.memory [--seq-lens 100,1000,10000] [--batch 32] [--input-size 32]
-[--hidden-size 128] [--segment 100] [--models ...]`; rows go to perf/results/memory-<device>-<time>.csv.
+[--hidden-size 128] [--segment 100] [--models ...]`; rows go to
+./tritonrnn-results/memory-<device>-<time>.csv (--out-dir to choose).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import time
 
 import torch
 
-from .results_io import RESULTS_DIR, append_rows, environment, result_path
+from .results_io import OUT_DIR, OUT_DIR_HELP, append_rows, environment, result_path
 
 MODELS = ("nn.LSTM", "LSTM", "MomentumLSTM", "AdamLSTM")
 DEFAULT_SEQ_LENS = (100, 1000, 10000)
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     parser.add_argument("--segment", type=int, default=100, help="checkpoint_sequence segment length")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--out-dir", default=RESULTS_DIR)
+    parser.add_argument("--out-dir", default=OUT_DIR, help=OUT_DIR_HELP)
     parser.add_argument("--point", help=argparse.SUPPRESS)  # internal: one CPU point, JSON spec
     args = parser.parse_args(argv)
     if args.point:

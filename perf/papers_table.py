@@ -27,7 +27,7 @@ import sys
 import torch
 from torch import nn
 
-from .results_io import RESULTS_DIR, append_rows, environment, pyplot, result_path, save_figure
+from .results_io import OUT_DIR, OUT_DIR_HELP, append_rows, environment, pyplot, result_path, save_figure
 from .timing import measure
 
 # (module class name, reference core, reference dynamics)
@@ -49,6 +49,21 @@ NO_TORCH_NN = {"rnn_modrelu": "torch.nn has no orthogonal (modReLU) RNN", "indrn
 PUBLISHED = {"LSTM": (6.18, 2.52), "MomentumLSTM": (7.43, 3.16), "AdamLSTM": (10.34, 4.07),
              "RMSPropLSTM": (9.94, 3.96), "SRLSTM": (8.34, 3.16)}
 PAPER_SHAPE = dict(batch=128, seq_len=784, input_size=1, hidden_size=256, classes=10)
+PROVIDERS = {
+    "tritonrnn:triton": "the drop-in module on the Triton kernels (CUDA only)",
+    "tritonrnn:torch": "the drop-in module on its torch path",
+    "tritonrnn:auto": "the drop-in module with backend='auto' (the dispatcher's choice)",
+    "tritonrnn:identity-native": "the torch module with Adam / RMSProp on the identity-native core",
+    "torch.nn": "torch.nn.LSTM / nn.RNN (cuDNN on GPU, native on CPU): the plain-core peer of every row",
+    "eager": "the reference cell, a Python loop of torch ops (as the papers' code)",
+    "compiled": "torch.compile of the reference cell's step, looped in Python",
+}
+# Timed iterations by default (SPEC §3: >= 50 timed, >= 10 warm-up on GPU). On a CPU one paper-shape iteration
+# takes seconds, so fewer; 10 keep p20/p80 from resting on single samples (3 gave p80 up to 6× p50).
+DEFAULT_ITERS = {"cuda": 50, "cpu": 10}
+DEFAULT_WARMUP = {"cuda": 10, "cpu": 2}
+# p80/p50 above this is reported as a wide spread (a noisy machine, or too few iterations).
+WIDE_SPREAD = 1.25
 
 
 class Classifier(nn.Module):
@@ -133,12 +148,28 @@ def build(model_name: str, provider: str, shape: dict, device, dtype):
         module = getattr(tritonrnn, model_name)(shape["input_size"], H, backend="torch", **extra)
         step = None
         if provider == "compiled":
-            from tritonrnn.reference import cell_step
-            step = torch.compile(cell_step, dynamic=False)
+            step = compiled_step()
         body = ReferenceBody(module, core, dynamics, step)
     else:
         raise ValueError(f"unknown provider {provider!r}")
     return Classifier(body, H, shape["classes"]).to(device=device, dtype=dtype)
+
+
+def compiled_step():
+    """The reference cell's step under torch.compile, compiled afresh for each model: dynamo keeps one cache
+    per code object with a recompile limit (8), and 21 models × train/eval of the same `cell_step` would pass
+    it (after which dynamo warns and runs the step eagerly, which would time the eager peer under the
+    compiled label). A restart schedule's μ_t enters as a 0-d CPU tensor: as a Python float each of its
+    values would be a specialised graph of its own."""
+    from tritonrnn.reference import cell_step
+
+    torch._dynamo.reset()
+    step = torch.compile(cell_step, dynamic=False)
+
+    def call(*args, lam, **kwargs):
+        return step(*args, lam=lam if lam is None else torch.tensor(lam, dtype=torch.float32), **kwargs)
+
+    return call
 
 
 def iteration_fns(model: nn.Module, shape: dict, device, dtype, autocast=None):
@@ -196,8 +227,10 @@ def measure_pair(model_name, provider, shape, *, device, dtype, iters, warmup, e
                          p80_us_per_sample=f"{us['p80']:.3f}", first_call_ms=f"{timing.first_call_ms:.1f}",
                          peak_mem_mb=f"{timing.peak_mem_mb:.1f}",
                          saved_mb=f"{saved_for_backward_mb(built, shape, device, dtype):.2f}" if mode == "train" else ""))
+        spread = us["p80"] / us["p50"] if us["p50"] > 0 else float("nan")
         log(f"{tag} {model_name:13s} {provider:17s} {mode:5s} p50 {us['p50']:9.2f} μs/sample "
-            f"(p20 {us['p20']:.2f}, p80 {us['p80']:.2f}; first call {timing.first_call_ms:.0f} ms)")
+            f"(p20 {us['p20']:.2f}, p80 {us['p80']:.2f}, p80/p50 {spread:.2f}; first call {timing.first_call_ms:.0f} ms)"
+            + (f"  WIDE SPREAD (> {WIDE_SPREAD}): a noisy machine or too few --iters" if spread > WIDE_SPREAD else ""))
     del built
     return rows
 
@@ -225,13 +258,13 @@ def default_providers(device) -> list:
     return (["tritonrnn:triton"] + base) if device.type == "cuda" else base
 
 
-def run(models, providers, *, device, dtype=torch.float32, shape=None, iters=None, warmup=None, out_dir=RESULTS_DIR,
+def run(models, providers, *, device, dtype=torch.float32, shape=None, iters=None, warmup=None, out_dir=OUT_DIR,
         log=print):
     device = torch.device(device)
     shape = dict(PAPER_SHAPE, **(shape or {}))
     on_gpu = device.type == "cuda"
-    iters = iters or (50 if on_gpu else 3)       # SPEC §3: ≥ 50 timed, ≥ 10 warm-up on GPU
-    warmup = warmup or (10 if on_gpu else 1)
+    iters = iters or DEFAULT_ITERS["cuda" if on_gpu else "cpu"]
+    warmup = warmup or DEFAULT_WARMUP["cuda" if on_gpu else "cpu"]
     env = environment(device)
     reduced = is_reduced(shape)
     csv_path = result_path(out_dir, file_label(shape), env)
@@ -249,9 +282,19 @@ def run(models, providers, *, device, dtype=torch.float32, shape=None, iters=Non
     with open(md_path, "w") as f:
         f.write(markdown_table(rows, providers, env, iters, warmup, shape))
     png_path = csv_path[:-4] + ".png"
-    if not bar_chart(rows, png_path, env):
+    wide = [r for r in rows if spread_of(r) > WIDE_SPREAD]
+    if wide:
+        log(f"warning: {len(wide)} of {len(rows)} rows have p80/p50 > {WIDE_SPREAD} (worst "
+            f"{max(map(spread_of, wide)):.2f}): rerun with more --iters or on a quiet machine before quoting them")
+    if not bar_chart(rows, png_path, env, shape):
         png_path = None
     return csv_path, md_path, png_path
+
+
+def spread_of(row) -> float:
+    """p80/p50 of a CSV row: how far the slower fifth of the iterations sits from the median."""
+    p50 = float(row["p50_us_per_sample"])
+    return float(row["p80_us_per_sample"]) / p50 if p50 > 0 else float("nan")
 
 
 def is_reduced(shape: dict) -> bool:
@@ -288,9 +331,10 @@ def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
     lines = [title, "",
              f"torch {env['torch']}, triton {env['triton']}, commit {env['commit']}, {env['timestamp']}; "
              f"{shape_text(shape)}; "
-             f"median (p50) of {iters} timed iterations after {warmup} warm-up, μs/sample, training / evaluation.", "",
-             "| model | " + " | ".join(providers) + " | paper (older GPU) |",
-             "|---|" + "---|" * (len(providers) + 1)]
+             f"median (p50) of {iters} timed iterations after {warmup} warm-up, μs/sample, training / evaluation; "
+             f"the largest p80/p50 of each model's row in the last column.", "",
+             "| model | " + " | ".join(providers) + " | paper (older GPU) | p80/p50 |",
+             "|---|" + "---|" * (len(providers) + 2)]
     models = list(dict.fromkeys(r["model"] for r in rows))
     for model in models:
         cells = []
@@ -299,6 +343,8 @@ def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
             cells.append(f"{got['train']:.2f} / {got['eval']:.2f}" if {"train", "eval"} <= set(got) else "—")
         pub = PUBLISHED.get(model)
         cells.append(f"{pub[0]} / {pub[1]}" if pub else "—")
+        spreads = [spread_of(r) for r in rows if r["model"] == model]
+        cells.append(f"{max(spreads):.2f}" + (" (wide)" if max(spreads) > WIDE_SPREAD else ""))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += ["", "torch.nn is the plain-core peer (nn.LSTM / nn.RNN) on every row of its core. — : not measured "
                   "(torch.nn has no orthogonal / IndRNN core; the Triton backend is timed on CUDA only)."]
@@ -313,7 +359,7 @@ def markdown_table(rows, providers, env, iters, warmup, shape) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(rows, path, env) -> bool:
+def bar_chart(rows, path, env, shape=None) -> bool:
     plt = pyplot()
     if plt is None:
         return False
@@ -335,28 +381,35 @@ def bar_chart(rows, path, env) -> bool:
         ax.set_yscale("log")
         ax.set_title(f"{mode} — {env['device']}")
     axes[0].legend(fontsize=8)
+    if shape is not None and is_reduced(shape):
+        fig.suptitle(f"REDUCED SHAPE ({shape_text(shape)}; the paper's is {shape_text(PAPER_SHAPE)}): "
+                     "not comparable with the paper's figures", color="firebrick", fontsize=10)
     save_figure(plt, fig, path)
     return True
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tritonrnn bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tritonrnn bench", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="providers:\n" + "\n".join(f"  {k:17s} {v}" for k, v in PROVIDERS.items())
+                                     + "\nmodels:\n  " + ", ".join(MODELS))
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
     parser.add_argument("--rows", default=None,
                         help="comma-separated case-insensitive substrings: keep the models whose name contains one "
                              "(e.g. --rows Orthogonal,IndRNN)")
-    parser.add_argument("--providers", default=None, help="comma-separated (default: all that run on the device)")
+    parser.add_argument("--providers", default=None,
+                        help="comma-separated, from: " + ", ".join(PROVIDERS) + " (default: all that run on the device)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 50 on GPU, 3 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 10 on GPU, 1 on CPU)")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default {cuda} on GPU, {cpu} on CPU)".format(**DEFAULT_ITERS))
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default {cuda} on GPU, {cpu} on CPU)".format(**DEFAULT_WARMUP))
     parser.add_argument("--batch", type=int, default=PAPER_SHAPE["batch"])
     parser.add_argument("--seq-len", type=int, default=PAPER_SHAPE["seq_len"])
     parser.add_argument("--hidden-size", type=int, default=PAPER_SHAPE["hidden_size"])
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU: torch.set_num_threads(N) first (the device name in the files records it); on a "
                              "shared, oversubscribed machine 1 thread avoids OpenMP barrier stalls")
-    parser.add_argument("--out-dir", default=RESULTS_DIR)
+    parser.add_argument("--out-dir", default=OUT_DIR, help=OUT_DIR_HELP)
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -371,6 +424,9 @@ def main(argv=None) -> int:
         if not models:
             parser.error(f"--rows {args.rows!r} matches none of {list(MODELS)}")
     providers = default_providers(args.device) if args.providers is None else [p.strip() for p in args.providers.split(",")]
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown:
+        parser.error(f"--providers: unknown {unknown}; choose from {list(PROVIDERS)}")
     shape = dict(batch=args.batch, seq_len=args.seq_len, hidden_size=args.hidden_size)
     csv_path, md_path, png_path = run(models, providers, device=args.device, dtype=getattr(torch, args.dtype),
                                       shape=shape, iters=args.iters, warmup=args.warmup, out_dir=args.out_dir)

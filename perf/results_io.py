@@ -11,7 +11,12 @@ import subprocess
 
 import torch
 
+# The checkout's committed results (perf/results/); runs write to OUT_DIR in the current directory unless
+# asked (--out-dir perf/results), so a benchmark never dirties the source tree by default.
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+OUT_DIR = "tritonrnn-results"
+OUT_DIR_HELP = (f"folder for the CSV / Markdown / PNG files (default ./{OUT_DIR}; perf/results is the checkout's "
+                "committed set)")
 
 FIELDS = ["timestamp", "commit", "device", "torch", "triton", "suite", "model", "provider", "mode",
           "dtype", "batch", "seq_len", "input_size", "hidden_size", "iters", "warmup",
@@ -49,7 +54,7 @@ def environment(device: torch.device) -> dict:
 
 
 def result_path(out_dir: str, suite: str, env: dict, ext: str = "csv") -> str:
-    """perf/results/<suite>-<device>-<UTC time>.<ext>: one file per run, named after what produced it."""
+    """<out_dir>/<suite>-<device>-<UTC time>.<ext>: one file per run, named after what produced it."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()[:40]
     return os.path.join(out_dir, f"{suite}-{slug}-{stamp}.{ext}")

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from .results_io import RESULTS_DIR, append_rows, environment, result_path
+from .results_io import OUT_DIR, OUT_DIR_HELP, append_rows, environment, result_path
 from .timing import measure
 
 
@@ -111,7 +111,7 @@ def recurrence_rows(device, backends, B, H, T, iters, warmup):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tritonrnn.perf.roofline", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out-dir", default=RESULTS_DIR)
+    parser.add_argument("--out-dir", default=OUT_DIR, help=OUT_DIR_HELP)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"

@@ -3,7 +3,7 @@
 Each axis is swept with the other two at the paper's shape (batch 128, T 784, hidden 256). The full grid is
 meant for a GPU (T 64…8192, batch 1…512, hidden 64…1024); on a CPU `--quick` (the default there) keeps the
 sweep to minutes with a reduced grid and says so in the output. Rows go to a long-format CSV in
-perf/results/, and a PNG per model is drawn from it.
+./tritonrnn-results/ (--out-dir to choose), and a PNG per model is drawn from it.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import sys
 import torch
 
 from .papers_table import PAPER_SHAPE, default_providers, measure_pair
-from .results_io import RESULTS_DIR, append_rows, environment, pyplot, result_path, save_figure
+from .results_io import OUT_DIR, OUT_DIR_HELP, append_rows, environment, pyplot, result_path, save_figure
 
 FULL = {"seq_len": [64, 256, 784, 2048, 8192], "batch": [1, 8, 32, 128, 512], "hidden_size": [64, 128, 256, 512, 1024]}
 QUICK = {"seq_len": [64, 256, 784], "batch": [1, 16, 128], "hidden_size": [64, 128, 256]}
 QUICK_BASE = dict(batch=32, seq_len=128, hidden_size=128)  # CPU: a smaller base shape keeps each point short
 
 
-def sweep(models, providers, *, device, dtypes, grid, base, iters, warmup, out_dir=RESULTS_DIR, log=print):
+def sweep(models, providers, *, device, dtypes, grid, base, iters, warmup, out_dir=OUT_DIR, log=print):
     env = environment(device)
     csv_path = result_path(out_dir, "scaling", env)
     rows = []
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="the full grid (default on GPU)")
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--out-dir", default=RESULTS_DIR)
+    parser.add_argument("--out-dir", default=OUT_DIR, help=OUT_DIR_HELP)
     args = parser.parse_args(argv)
     on_gpu = torch.device(args.device).type == "cuda"
     full = args.full or on_gpu
