@@ -46,10 +46,12 @@ def tolerance(dtype: torch.dtype, steps: int = 1, scale: float = 1.0, depth: int
 
 
 def assert_close(actual, expected, dtype, steps=1, scale=1.0, msg="", depth=ACCUMULATE_DEPTH):
-    """torch.testing.assert_close with the derived tolerance; a failure names `msg`, the model's inputs
+    """torch.testing.assert_close with the derived tolerance; a failure names `msg` (a string, or a callable
+    in torch's lazy form, given the report), the model's inputs
     (dtype, steps, depth, scale) and keeps torch's own report (the mismatch size next to rtol and atol)."""
     rtol, atol = tolerance(dtype, steps, scale, depth)
-    what = (f"{msg + ': ' if msg else ''}bound |actual − expected| <= atol + rtol·|expected| with rtol {rtol:.3g}, "
+    label = "" if callable(msg) else msg
+    what = (f"{label + ': ' if label else ''}bound |actual − expected| <= atol + rtol·|expected| with rtol {rtol:.3g}, "
             f"atol {atol:.3g} ({dtype}, steps {steps}, depth {depth}, scale {scale:.3g})")
     torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol,
-                               msg=lambda detail: f"{what}\n{detail}")
+                               msg=lambda detail: msg(f"{what}\n{detail}") if callable(msg) else f"{what}\n{detail}")
