@@ -1,7 +1,7 @@
 """Plumbing shared by the kernel launchers (no kernels here, so the AOT scan of kernels/_aot.py skips it)."""
 from __future__ import annotations
 
-import contextlib
+import threading
 
 import torch
 
@@ -19,9 +19,18 @@ def backward_follows(*tensors) -> bool:
     return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
 
 
+# Launches on CPU tensors run in Triton's interpreter, whose state is process-global: one builder holds the grid
+# index and dimensions of the launch in progress, and triton.language is patched for its duration and restored
+# after. Two launches at once (two threads) read each other's program ids or find the language unpatched
+# (issue 14: "x >= grid_dim[0]" from concurrent modules), so interpreted launches take turns. Reentrant: a
+# launcher may call another inside its guard. Compiled launches on a GPU keep no such state and are not locked.
+_INTERPRETER_LOCK = threading.RLock()
+
+
 def device_guard(device: torch.device):
-    """Launch on `device` (triton launches on the current CUDA device, not on the tensors')."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    """The context every kernel launch runs in: on CUDA, `device` made current (triton launches on the current
+    CUDA device, not on the tensors'); elsewhere (the interpreter) the lock that makes launches take turns."""
+    return torch.cuda.device(device) if device.type == "cuda" else _INTERPRETER_LOCK
 
 
 def refuse_double_backward(op: str) -> None:

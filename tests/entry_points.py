@@ -20,11 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import os
-
 import pytest
 import torch
 
+from tests.profiles import PROFILE
 import tritonrnn.functional as F
 import tritonrnn.nn as tnn
 from tritonrnn.functional.layers import indrnn_layer
@@ -32,10 +31,10 @@ from tritonrnn.functional.recurrence import indrnn_recurrence
 from tritonrnn.reference import STATE_NAMES
 
 B, T, IN, H = 3, 4, 2, 5
-# The exhaustive (opt-in) hypothesis profiles run every entry on every backend in every variant; the default
+# The opt-in explore profile (tests/profiles.py) runs every entry on every backend in every variant; the default
 # one skips, on the Triton backend, the entries whose launchers another entry already reaches with the same
 # argument kinds (the Adam / RMSProp scan costs ~5 s a call under the interpreter).
-EXHAUSTIVE = os.environ.get("HYPOTHESIS_PROFILE") in ("thorough", "explore")
+EXHAUSTIVE = PROFILE == "explore"
 ROW_DIM = {"seq": 0, "seq_tm": 1, "state": 0, "state3": 1, "weight": None, "bias": None}
 EXPAND_DIM = {"seq": 1, "seq_tm": 0, "state": 0, "state3": 1, "weight": 0, "bias": 0}
 
@@ -256,6 +255,6 @@ for _e in ENTRIES:
 def entry_params(entries=ENTRIES):
     """(entry, backend) pairs with pytest ids, for parametrize."""
     skip = pytest.mark.skip(reason="Triton twin of a launcher path another entry covers; runs with "
-                                   "HYPOTHESIS_PROFILE=thorough")
+                                   "HYPOTHESIS_PROFILE=explore")
     return [pytest.param(e, b, id=f"{e.id}-{b}", marks=[skip] if b == "triton" and not (e.triton_in_ci or EXHAUSTIVE)
                          else []) for e in entries for b in e.backends]

@@ -93,17 +93,6 @@ def test_input_and_parameters_dtype_differ_float64_module(cls):
         _module(cls, dtype=torch.float64)(torch.randn(T, B, IN))
 
 
-def test_empty_batch(cls):
-    # nn.LSTM returns an empty result for B = 0; tritonrnn rejects it with an error naming the input.
-    with pytest.raises(ValueError, match=r"^input has an empty batch"):
-        _module(cls)(torch.randn(T, 0, IN))
-
-
-def test_empty_batch_batch_first(cls):
-    with pytest.raises(ValueError, match=r"^input has an empty batch"):
-        _module(cls, batch_first=True)(torch.randn(0, T, IN))
-
-
 # ------------------------------------------------------------------------------------------ T = 0
 def test_nn_lstm_rejects_empty_sequence():
     """The behaviour tritonrnn departs from (documented in functional/layers.py): nn.LSTM raises for T = 0."""

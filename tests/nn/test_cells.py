@@ -106,8 +106,6 @@ def test_cell_bad_arguments(backend):
         cell(torch.randn(2, 3, 1))
     with pytest.raises(ValueError, match="input_size"):
         cell(torch.randn(2, 5))
-    with pytest.raises(ValueError, match="empty batch"):
-        cell(torch.randn(0, 3))
     with pytest.raises(ValueError, match="hx"):
         cell(torch.randn(2, 3), torch.randn(3, 4))
     with pytest.raises(ValueError, match=r"state\['v'\]"):

@@ -194,5 +194,3 @@ def test_layer_bad_arguments():
     with pytest.raises(ValueError, match="h0"):
         layers.lstm_layer(x, params["weight_ih"], params["weight_hh"], h0=torch.zeros(2, 3, dtype=x.dtype),
                           backend="torch")
-    with pytest.raises(ValueError, match="empty batch"):
-        layers.lstm_layer(x[:0], params["weight_ih"], params["weight_hh"], backend="torch")

@@ -408,8 +408,6 @@ def test_bad_forward_arguments(backend):
         module(torch.randn(5, 2, 3, 1))
     with pytest.raises(ValueError, match="input_size"):
         module(torch.randn(5, 2, 4))
-    with pytest.raises(ValueError, match="empty batch"):
-        module(torch.randn(5, 0, 3))
     with pytest.raises(TypeError, match="dtype"):
         module(x.double())
     with pytest.raises(TypeError, match="hx"):

@@ -101,6 +101,14 @@ _FORCED = contextvars.ContextVar("tritonrnn_forced_path", default=None)
 
 _DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 (torch backend) exists for gradcheck
 _NATIVE = {"lstm": _VF.lstm, "rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu}
+# cuDNN warns on every native call that its weight list is not one flattened buffer: here it never can be (the
+# weights are built per call, W' = [W_ih, b_ih] or the identity), so the warning says nothing to the user. The
+# filter is installed once, at import, for that message raised from this module only (torch attributes a C++
+# warning to the Python frame that made the call, _native_call below): a per-call warnings.catch_warnings would
+# change process-global state from every forward, which is not thread-safe (issue 14), and a user's own
+# nn.LSTM keeps its warning.
+warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory",
+                        module=r"tritonrnn\.functional\.layers$")
 
 
 @contextlib.contextmanager
@@ -208,8 +216,6 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
         if b is not None:
             check_shape(check_tensor(b, name, ndim=1, dtypes=None, dtype=dt, device=dev), name, (G * H,))
-    if B == 0:
-        raise ValueError("x has an empty batch (B = 0)")
     sdt = torch.promote_types(dt, torch.float32)
     h0 = _check_state(h0, "h0", (B, P), dt, dev)
     c0 = _check_state(c0, "c0", (B, H), dt, dev) if core == "lstm" else None
@@ -367,10 +373,7 @@ def _native_core(core, drive, weights, has_biases, w_hr, h0, c0, lengths):
         weights = weights + [w_hr]
     drive = drive.contiguous()
     hx = (h0[None], c0[None]) if core == "lstm" else h0[None]
-    with warnings.catch_warnings():  # never traced: under torch.compile _layer takes _fused instead
-        # cuDNN warns that per-call weight lists are not one flattened buffer; they cannot be here.
-        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk of memory.*")
-        out, result = _native_call(core, drive, hx, weights, has_biases, lengths, T)
+    out, result = _native_call(core, drive, hx, weights, has_biases, lengths, T)
     h = result[1][0]
     c = result[2][0] if core == "lstm" else None
     return out, h, c
@@ -554,7 +557,7 @@ def _fused(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     T, B, n_in = x.shape
     x2, w_t = x.to(sdt).reshape(T * B, n_in), w_ih.to(sdt).T
     # [T, B, G·H] time-major, contiguous; b_ih inside the dynamics (SPEC §1.1), added by the GEMM
-    u = (torch.mm(x2, w_t) if b_ih is None else torch.addmm(b_ih.to(sdt), x2, w_t)).view(T, B, -1)
+    u = (torch.mm(x2, w_t) if b_ih is None else torch.addmm(b_ih.to(sdt), x2, w_t)).view(T, B, w_ih.shape[0])
     names = STATE_NAMES[dynamics]
     carry = {"h": h0.to(sdt), **({"c": c0.to(sdt)} if c0 is not None else {})}
     for n in names:

@@ -44,7 +44,7 @@ def lstm_recurrence(a, weight_hh, bias_hh=None, h0=None, c0=None, *, backend="au
     c0 = _check_state(c0, "c0", a, H)
     path = _backend(backend, a, "a")
     B, T, _ = a.shape
-    if B * T * H == 0:
+    if T * H == 0:
         return _empty_output(a, H), _initial(h0, a, H, a.dtype), _initial(c0, a, H, a.dtype)
     if path == "triton":
         return _kernels().lstm_recurrence(a, weight_hh, bias_hh, h0, c0, _time_major(a))
@@ -81,7 +81,7 @@ def _single_state_core(a, weight_hh, bias_hh, h0, H, backend, core, launch):
     h0 = _check_state(h0, "h0", a, H)
     path = _backend(backend, a, "a")
     B, T, _ = a.shape
-    if B * T * H == 0:
+    if T * H == 0:
         return _empty_output(a, H), _initial(h0, a, H, a.dtype)
     if path == "triton":
         return launch(h0)
@@ -133,7 +133,7 @@ def _carried_lstm(dynamics, u, weight_hh, bias_hh, h0, c0, carried0, carried_nam
     step_offset = check_int(step_offset, "step_offset", low=0)
     path = _backend(backend, u, "u")
     B, T, _ = u.shape
-    if B * T * H == 0:
+    if T * H == 0:
         return (_empty_output(u, H), _initial(h0, u, H, u.dtype), _initial(c0, u, H, u.dtype),
                 _initial(carried0, u, 4 * H, _state_dtype(u)))
     if path == "triton":
@@ -211,6 +211,10 @@ def _backend(backend, a, name):
             raise TypeError(f"{name} must have dtype in {[str(d) for d in FLOAT_DTYPES]} for backend='triton' "
                             "(the kernels accumulate in fp32); float64 runs with backend='torch'")
         return "torch"  # "auto" picks the path that supports the dtype
+    if a.shape[0] == 0:
+        # An empty batch gives a kernel nothing to launch; the torch step loop runs it (no work) on the autograd
+        # graph of every input, so the parameters get their (zero) gradients as nn.LSTM's do for B = 0.
+        return "torch"
     return path
 
 

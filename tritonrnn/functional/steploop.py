@@ -385,8 +385,13 @@ def _backward_rule(ctx, dout, dh_T, dc_T, dv_T, dm_T, da_T, *_saved):
         u = u.new_empty((), dtype=dtype).expand(shape)  # a zero-stride shape and dtype carrier, never read
     grads = _step_loop_bwd_op(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w_hh, b_hh, h0, c0, v0, m0, a0, out, gates, cs,
                               ck_v, ck_m, *ctx.hyper)
+    # the op returns an absent gradient as an empty placeholder; which ones are absent follows from the family,
+    # not from numel (with an empty batch the gradient of u is a real, zero-size one)
+    core, dynamics = ctx.hyper[:2]
+    has_v, has_m = _has(dynamics)
+    present = (True, True, True, True, core == "lstm", has_v, has_m, dynamics == "nesterov")
     needs = ctx.needs_input_grad
-    return tuple(g if needs[i] and g.numel() else None for i, g in enumerate(grads)) + (None,) * 9
+    return tuple(g if needs[i] and present[i] else None for i, g in enumerate(grads)) + (None,) * 9
 
 
 _step_loop_fwd_op.register_autograd(_backward_rule, setup_context=_setup)

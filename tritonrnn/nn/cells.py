@@ -84,8 +84,6 @@ class _CellBase(torch.nn.Module):
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         B = x.shape[0]
-        if B == 0:
-            raise ValueError("input has an empty batch (batch size 0)")
         H, G = self.hidden_size, 4 if self._is_lstm else 1
 
         def lead(width):

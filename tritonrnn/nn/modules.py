@@ -200,8 +200,6 @@ class _RecurrentBase(torch.nn.Module):
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size), got {x.shape[-1]}")
         T, B = x.shape[:2]
-        if B == 0:
-            raise ValueError("input has an empty batch (batch size 0)")
         D = 2 if self.bidirectional else 1
         LD = self.num_layers * D
         G = 4 if self._is_lstm else 1
