@@ -1,12 +1,19 @@
 """Plumbing shared by the kernel launchers (no kernels here, so the AOT scan of kernels/_aot.py skips it)."""
 from __future__ import annotations
 
+import re
 import threading
 
 import torch
 
 # Custom ops return no None (torch.library): an output a call does not produce is this empty fp32 tensor.
 NOTHING = (0,)
+
+
+def slug(name: str) -> str:
+    """A device name as a class label: "NVIDIA H200" -> "nvidia-h200" (the results files' device slug). The key
+    of both measured dispatch tables: tritonrnn.dispatch (layer paths) and kernels/recurrence/dispatch.py (tiers)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40]
 
 
 def nothing(ref: torch.Tensor) -> torch.Tensor:

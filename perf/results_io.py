@@ -6,10 +6,11 @@ import csv
 import datetime
 import os
 import platform
-import re
 import subprocess
 
 import torch
+
+from tritonrnn.kernels._ops import slug
 
 # The checkout's committed results (perf/results/); runs write to OUT_DIR in the current directory unless
 # asked (--out-dir perf/results), so a benchmark never dirties the source tree by default.
@@ -56,8 +57,7 @@ def environment(device: torch.device) -> dict:
 def result_path(out_dir: str, suite: str, env: dict, ext: str = "csv") -> str:
     """<out_dir>/<suite>-<device>-<UTC time>.<ext>: one file per run, named after what produced it."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()[:40]
-    return os.path.join(out_dir, f"{suite}-{slug}-{stamp}.{ext}")
+    return os.path.join(out_dir, f"{suite}-{slug(env['device'])}-{stamp}.{ext}")
 
 
 def append_rows(path: str, rows) -> None:

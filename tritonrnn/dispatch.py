@@ -15,16 +15,12 @@ from a measurement of that device class at that shape class, never extrapolated.
 from __future__ import annotations
 
 import functools
-import re
 
 import torch
 
+from .kernels._ops import slug  # one spelling of a device class for both measured tables
+
 HIDDEN_CLASSES = (64, 128, 256, 512, 1024)
-
-
-def slug(name: str) -> str:
-    """A device name as a class label: "NVIDIA H200" -> "nvidia-h200" (the results_io file-name slug)."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40]
 
 
 @functools.lru_cache(maxsize=None)
