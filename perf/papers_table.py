@@ -27,6 +27,8 @@ import sys
 import torch
 from torch import nn
 
+from tritonrnn.testing import saved_for_backward_bytes
+
 from .results_io import OUT_DIR, OUT_DIR_HELP, append_rows, environment, pyplot, result_path, save_figure
 from .timing import measure
 
@@ -239,17 +241,9 @@ def saved_for_backward_mb(model: nn.Module, shape: dict, device, dtype) -> float
     """MiB that autograd keeps for the backward of the RNN body's forward (each storage counted once, whatever
     saved it): the activations of the step loop or of the native cell, and the input and weights both keep."""
     x = torch.rand(shape["seq_len"], shape["batch"], shape["input_size"]).to(device, dtype)
-    storages = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model.body(x)
+    out, nbytes = saved_for_backward_bytes(model.body, x)
     del out
-    return sum(storages.values()) / 2**20
+    return nbytes / 2**20
 
 
 def default_providers(device) -> list:

@@ -35,6 +35,10 @@ B, T, IN, H = 3, 4, 2, 5
 # one skips, on the Triton backend, the entries whose launchers another entry already reaches with the same
 # argument kinds (the Adam / RMSProp scan costs ~5 s a call under the interpreter).
 EXHAUSTIVE = PROFILE == "explore"
+# Every output of an entry is at most DEPTH fp32 operations deep: T steps, each a dot of at most IN + 4H + 1
+# terms, forward and backward chains. Two calls that compute the same function of the same values and differ only
+# in a reduction order (another memory layout, another row's content) agree within tolerance(fp32, DEPTH).
+DEPTH = T * (IN + 4 * H + 1) * 2
 ROW_DIM = {"seq": 0, "seq_tm": 1, "state": 0, "state3": 1, "weight": None, "bias": None}
 EXPAND_DIM = {"seq": 1, "seq_tm": 0, "state": 0, "state3": 1, "weight": 0, "bias": 0}
 

@@ -11,15 +11,14 @@ contiguous twin (same values, contiguous memory).
 
 Tolerance: both calls compute the same function of the same fp32 values; only the reduction order of a GEMM
 may change with the strides (BLAS picks kernels by layout). Each output is at most DEPTH fp32 operations deep
-(T steps, each a dot of at most IN + 4H + 1 terms), and values are O(1), so tolerance(fp32, DEPTH) bounds it.
+(T steps, each a dot of at most IN + 4H + 1 terms), and values are O(1), so tolerance(fp32, DEPTH) bounds it
+(tests/entry_points.DEPTH; tests/test_row_isolation.py uses the same bound).
 """
 import pytest
 import torch
 
-from tests.entry_points import ENTRIES, EXHAUSTIVE, EXPAND_DIM, H, IN, T, entry_params
+from tests.entry_points import DEPTH, ENTRIES, EXHAUSTIVE, EXPAND_DIM, entry_params
 from tests.tolerance import assert_close
-
-DEPTH = T * (IN + 4 * H + 1) * 2  # forward and backward chains
 
 
 def ROTATIONS(entry):

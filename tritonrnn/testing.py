@@ -1,5 +1,6 @@
 """Tolerances derived from the dtype, the step count and the op depth of a step, shared by the test suite
-and `python -m tritonrnn check`.
+and `python -m tritonrnn check`; and the count of the memory autograd saves for backward, shared by the tests
+(linear in B, issue 14) and perf's papers' table (its saved_mb column).
 
 Kernels and references see the same (already rounded) inputs and both compute in fp32 (the reference in
 fp64 where a test asks for it), so they differ by (a) the final rounding of the output to its dtype, at
@@ -55,3 +56,20 @@ def assert_close(actual, expected, dtype, steps=1, scale=1.0, msg="", depth=ACCU
             f"atol {atol:.3g} ({dtype}, steps {steps}, depth {depth}, scale {scale:.3g})")
     torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol,
                                msg=lambda detail: msg(f"{what}\n{detail}") if callable(msg) else f"{what}\n{detail}")
+
+
+def saved_for_backward_bytes(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), the bytes autograd keeps for its backward): every tensor saved during the call, by
+    autograd's own nodes, custom autograd Functions' save_for_backward and custom ops alike (a tensor kept as a
+    ctx attribute bypasses the hook; tritonrnn keeps none), each underlying storage counted once and whole,
+    whatever view of it was saved and however many times (the input and the weights count too)."""
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn(*args, **kwargs)
+    return result, sum(storages.values())

@@ -1,13 +1,15 @@
 """Rows stay apart on the torch backend's native paths (issue #14, "rows leak into each other"; issue #13):
 the commuted native cell of the momentum / restart families with a carried v_0, and the identity-native core
 of Adam / RMSProp. A NaN or inf in one row of x, h0, c0 or the carried state never changes another row's
-outputs, final states or gradients, and the memory saved for backward is linear in the batch."""
+outputs, final states or gradients (tests/rows.py; tests/test_row_isolation.py runs the same check on every other
+path), and the memory saved for backward is linear in the batch."""
 import pytest
 import torch
 
 import tritonrnn.functional.layers as layers
-from tests.tolerance import assert_close
+from tests.rows import assert_rows_isolated
 from tritonrnn.reference import STATE_NAMES
+from tritonrnn.testing import saved_for_backward_bytes
 
 HYPER = {"momentum": dict(mu=0.7, s=0.5), "restart": dict(s=0.6, restart=3),
          "adam": dict(mu=0.6, s=0.6, beta=0.1, eps=1e-8), "rmsprop": dict(s=0.6, beta=0.9, eps=1e-8)}
@@ -45,46 +47,17 @@ def _run(core, dynamics, params, leaves):
 @pytest.mark.parametrize("core,dynamics", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_poison_in_one_row_stays_in_that_row(core, dynamics, dtype):
-    B, bad = 3, 1
-    params, clean = _inputs(core, dynamics, B, dtype=dtype)
-    names = list(clean)
-    g = torch.Generator().manual_seed(1)
-
-    def outputs_and_grads(leaves):
-        leaves = {k: v.clone().requires_grad_(True) for k, v in leaves.items()}
-        outs = _run(core, dynamics, params, leaves)
-        weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(2), dtype=dtype) for o in outs]
-        grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), list(leaves.values()))
-        return [o.detach() for o in outs], list(grads)
-
-    want_outs, want_grads = outputs_and_grads(clean)
-    steps = 8 * clean["x"].shape[1]
-    for name in names:
-        for poison in (float("nan"), float("inf")):
-            leaves = {k: v.clone() for k, v in clean.items()}
-            where = (bad, int(torch.randint(leaves[name].shape[1], (1,), generator=g)))
-            leaves[name][where] = poison
-            got_outs, got_grads = outputs_and_grads(leaves)
-            keep = [b for b in range(B) if b != bad]
-            for got, want in zip(got_outs + got_grads, want_outs + want_grads):
-                assert torch.isfinite(got[keep]).all(), f"{poison} in row {bad} of {name} reached another row"
-                assert_close(got[keep], want[keep], dtype, steps, msg=f"{poison} in row {bad} of {name}")
+    params, clean = _inputs(core, dynamics, B=3, dtype=dtype)
+    # every leaf is [B, ...] here: x in the functional [B, T, in] convention, h0, c0 and the states [B, ·]
+    assert_rows_isolated(lambda **leaves: [(o, 0) for o in _run(core, dynamics, params, leaves)], clean,
+                         {k: 0 for k in clean}, dtype=dtype, steps=8 * clean["x"].shape[1])
 
 
 def _saved_bytes(core, dynamics, B):
-    """Bytes of the distinct storages autograd saves for backward in one forward."""
+    """Bytes autograd saves for backward in one forward (tritonrnn.testing.saved_for_backward_bytes)."""
     params, leaves = _inputs(core, dynamics, B, T=16)
     leaves = {k: v.requires_grad_(True) for k, v in leaves.items()}
-    seen = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _run(core, dynamics, params, leaves)
-    return sum(seen.values())
+    return saved_for_backward_bytes(_run, core, dynamics, params, leaves)[1]
 
 
 @pytest.mark.parametrize("core,dynamics", [("lstm", "momentum"), ("lstm", "adam")])
