@@ -102,11 +102,13 @@ def _indrnn_bwd_kernel(
 
 
 def _blocks(B: int, H: int):
-    """(BB, BH, num_warps): [4, 64] tiles of 2 warps hold 4 elements a thread, so B = 128, H = 256 gives
-    128 programs (about one per SM of an H100); no tl.dot, so no 16-element minimum."""
+    """(BB, BH, num_warps): [4, 64] tiles of 4 warps hold 2 elements a thread, so B = 128, H = 256 gives
+    128 programs (about one per SM of an H100); no tl.dot, so no 16-element minimum. 4 warps, not 2: compiled
+    as the JIT sees a contiguous launch (unit channel strides are constexprs, KERNELS.md §4), the bf16
+    backward at H = 256 spilled 4 bytes on sm_80 with 2 warps; every configuration builds without spills at 4."""
     BH = min(64, triton.next_power_of_2(max(H, 1)))
     BB = min(4, triton.next_power_of_2(max(B, 1)))
-    return BB, BH, 2
+    return BB, BH, 4
 
 
 def indrnn_fwd(a, weight_hh, bias_hh, h0, *, save, time_major=False):
@@ -221,14 +223,16 @@ def _aot(name, dtype, H, *, save=True, default=True):
                "stride_ab": "i32", "stride_at": "i32", "stride_ac": "i32",
                "stride_ob": "i32", "stride_ot": "i32", "stride_oc": "i32",
                "HAS_BIAS": "constexpr", "SAVE": "constexpr", "BB": "constexpr", "BH": "constexpr"}
-        cons = {"HAS_BIAS": True, "SAVE": save, "BB": BB, "BH": BH}
+        # The JIT makes ints equal to 1 constexprs: the output's channel stride always is, the drive's is on
+        # the contiguous layout the functional layer produces.
+        cons = {"HAS_BIAS": True, "SAVE": save, "BB": BB, "BH": BH, "stride_ac": 1, "stride_oc": 1}
         kernel = _indrnn_fwd_kernel
     else:
         sig = {"dout_ptr": ptr, "dhT_ptr": "*fp32", "w_ptr": ptr, "hs_ptr": "*fp32", "dz_ptr": "*fp32",
                "dh0_ptr": "*fp32", "B": "i32", "T": "i32", "H": "i32",
                "stride_db": "i32", "stride_dt": "i32", "stride_dc": "i32",
                "HAS_DOUT": "constexpr", "BB": "constexpr", "BH": "constexpr"}
-        cons = {"HAS_DOUT": True, "BB": BB, "BH": BH}
+        cons = {"HAS_DOUT": True, "BB": BB, "BH": BH, "stride_dc": 1}  # a contiguous output gradient
         kernel = _indrnn_bwd_kernel
     suffix = "" if save else "_infer"
     return AotConfig(f"indrnn_{name}_{dtype}_H{H}{suffix}", kernel, sig, cons, num_warps=warps,

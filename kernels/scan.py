@@ -29,13 +29,17 @@ from ._ops import NOTHING, backward_follows, device_guard, nothing, refuse_doubl
 # Default tiles, picked by the AOT compile report (KERNELS.md §1: BT=32, BC=64 at 4 warps builds without
 # spills for one scan; BT=64, BC=128 spills). The backward kernels hold more live tiles (momentum: the
 # reverse scan plus its coefficients; Adam: four scans) and use 32-wide C-blocks: at BC=64 the momentum
-# backward spilled 8 bytes on sm_90 (bf16) and on sm_80 with 8 warps.
+# backward spilled 8 bytes on sm_90 (bf16) and on sm_80 with 8 warps. The Adam forward (two scans) runs 8
+# warps: compiled as the JIT sees a contiguous launch (unit channel stride a constexpr, KERNELS.md §4), its
+# bf16 form spilled 8 bytes on sm_80 at 4 warps (96 registers); at 8 warps both dtypes build at 64 registers
+# without spills on sm_80 and sm_90.
 BLOCK_T = 32
 MOMENTUM_BLOCK_C = 64
 MOMENTUM_BWD_BLOCK_C = 32
 ADAM_FWD_BLOCK_C = 64
 ADAM_BWD_BLOCK_C = 32
 NUM_WARPS = 4
+ADAM_FWD_WARPS = 8
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -380,7 +384,7 @@ def adam_scan_fwd(u, v0, m0, mu, s, beta, eps, *, save_carries=False):
             *(carries if carries is not None else (vT, mT)), T, C,
             *u.stride(), *a.stride(), float(mu), float(s), float(beta), float(eps),
             HAS_V0=v0 is not None, HAS_M0=m0 is not None, STORE_VT=True, STORE_MT=True,
-            STORE_CARRY=carries is not None, BLOCK_T=BLOCK_T, BLOCK_C=BC, num_warps=NUM_WARPS)
+            STORE_CARRY=carries is not None, BLOCK_T=BLOCK_T, BLOCK_C=BC, num_warps=ADAM_FWD_WARPS)
     return a, vT, mT, carries
 
 
@@ -578,22 +582,30 @@ def _aot_configs():
         ("adam_scan_fwd", _adam_scan_fwd_kernel,
          {"U": seq, "A": seq, "V0": "*fp32", "M0": "*fp32", "VT": "*fp32", "MT": "*fp32",
           "CARRY_V": "*fp32", "CARRY_M": "*fp32"}, ADAM_FWD_BLOCK_C,
-         [dict(HAS_V0=True, HAS_M0=True, STORE_VT=True, STORE_MT=True, STORE_CARRY=True)]),
+         [dict(HAS_V0=True, HAS_M0=True, STORE_VT=True, STORE_MT=True, STORE_CARRY=True)], ADAM_FWD_WARPS),
         ("adam_scan_bwd", _adam_scan_bwd_kernel,
          {"U": seq, "DA": seq, "DU": seq, "DVT": "*fp32", "DMT": "*fp32", "CARRY_V": "*fp32",
           "CARRY_M": "*fp32", "DV0": "*fp32", "DM0": "*fp32"}, ADAM_BWD_BLOCK_C,
          [dict(HAS_DVT=True, HAS_DMT=True, STORE_DV0=True, STORE_DM0=True)]),
     ]
     configs = []
-    for name, kernel, pointers, block_c, flag_sets in specs:
+    for name, kernel, pointers, block_c, flag_sets, *warps in specs:
+        names = _arg_names(kernel)
         for dtype in ("fp32", "bf16"):
             for flags in flag_sets:
                 constexprs = dict(flags, BLOCK_T=BLOCK_T, BLOCK_C=block_c)
+                # As the JIT sees a launch on contiguous sequences: the channel strides are 1 (constexprs).
+                ones = {n: 1 for n in names if n.startswith("stride_") and n.endswith("c")}
+                divisible = None
+                if "RESTART" in flags and not flags["RESTART"]:
+                    # Constant mu: _restart_args passes restart = 1 (a constexpr) and phase = 0 (a multiple of 16).
+                    ones["restart"] = 1
+                    divisible = tuple(n for n in pointers) + ("phase",)
                 tag = ",".join(k for k, v in flags.items() if v)
                 configs.append(AotConfig(
                     f"scan.{name}[{dtype},BT={BLOCK_T},BC={block_c},{tag}]", kernel,
-                    _signature(_arg_names(kernel), pointers, dtype, constexprs), constexprs,
-                    num_warps=NUM_WARPS, num_stages=2, default=True))
+                    _signature(names, pointers, dtype, constexprs), dict(constexprs, **ones),
+                    num_warps=warps[0] if warps else NUM_WARPS, num_stages=2, default=True, divisible=divisible))
     return configs
 
 
