@@ -322,7 +322,7 @@ def test_recurrence_offsets_past_2_31(core, far, monkeypatch, device):
     out_ref.backward(g_far.float())
 
     outs = far()
-    calls = _far_outputs(monkeypatch, RK, "_output", outs, width_arg=0)
+    calls = _far_outputs(monkeypatch, RK.launch, "_output", outs, width_arg=0)
     a = a_far.requires_grad_(True)
     wk = w.clone().requires_grad_(True)
     out = call(a, wk, "triton")

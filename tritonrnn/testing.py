@@ -14,7 +14,7 @@ factor of 4 (two sides, and the few roundings of loads and the final store); the
 values that cancel to ~0. An fp32 multiply-add accumulation has depth 2 (the default): rtol = 4·(eps/2 +
 eps32·n), the model the scans and optimizers were tested with.
 
-Depths per step, counted from the kernels (kernels/recurrence.py) and the reference cells:
+Depths per step, counted from the kernels (kernels/recurrence/step.py) and the reference cells:
 - LSTM_STEP_DEPTH = 16: the LSTM step's backward, the deepest of the two directions: tanh(c) = 2σ(2c) − 1
   (3 roundings), dc = dc' + dh·o·(1 − tanh²c) (5), a gate's adjoint e.g. dc·c_{t−1}·f·(1 − f) (4), the
   momentum drive's adjoint (2), the multiply-add into dW_hh / db (2). (Forward: z = a + W h (2), σ / tanh of
@@ -29,15 +29,21 @@ LSTM_STEP_DEPTH = 16
 RNN_STEP_DEPTH = 8
 
 
-def tolerance(dtype: torch.dtype, steps: int = 1, scale: float = 1.0, depth: int = ACCUMULATE_DEPTH):
+def tolerance(dtype: torch.dtype, steps: int = 1, scale: float = 1.0, depth: int = ACCUMULATE_DEPTH,
+              roundings: int = 0):
     """(rtol, atol) for comparing a `dtype` result of a `steps`-long fp32 computation with an oracle, with
     `depth` fp32 roundings per step (see the module docstring).
 
-    `scale` is the magnitude of the accumulated terms (for the absolute floor)."""
+    `scale` is the magnitude of the accumulated terms (for the absolute floor). `roundings` counts the extra
+    roundings to `dtype` inside the chain, each at most eps(dtype)/2 relative like the final one: the
+    recurrence kernels round h_{t-1} to the weight's dtype for each step's product (and dz_{t+1} in the
+    backward), as cuDNN's half LSTM does, so a half result of T steps carries T (forward) or 2T (gradients)."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
+    if roundings < 0:
+        raise ValueError(f"roundings must be >= 0, got {roundings}")
     eps = torch.finfo(dtype).eps if dtype != torch.float32 else 0.0
-    rtol = 4 * (eps / 2 + EPS32 / 2 * depth * max(steps, 1))
+    rtol = 4 * (eps / 2 * (1 + roundings) + EPS32 / 2 * depth * max(steps, 1))
     # Underflow floor: a value below the normal range has an absolute error of half the subnormal spacing of
     # `dtype` at the last rounding, and up to fp32's smallest normal where an fp32 intermediate underflows
     # (μ^T for small μ and long T; flush-to-zero on GPUs).
@@ -46,14 +52,14 @@ def tolerance(dtype: torch.dtype, steps: int = 1, scale: float = 1.0, depth: int
     return rtol, atol
 
 
-def assert_close(actual, expected, dtype, steps=1, scale=1.0, msg="", depth=ACCUMULATE_DEPTH):
+def assert_close(actual, expected, dtype, steps=1, scale=1.0, msg="", depth=ACCUMULATE_DEPTH, roundings=0):
     """torch.testing.assert_close with the derived tolerance; a failure names `msg` (a string, or a callable
     in torch's lazy form, given the report), the model's inputs
-    (dtype, steps, depth, scale) and keeps torch's own report (the mismatch size next to rtol and atol)."""
-    rtol, atol = tolerance(dtype, steps, scale, depth)
+    (dtype, steps, depth, roundings, scale) and keeps torch's own report (the mismatch size next to rtol and atol)."""
+    rtol, atol = tolerance(dtype, steps, scale, depth, roundings)
     label = "" if callable(msg) else msg
     what = (f"{label + ': ' if label else ''}bound |actual − expected| <= atol + rtol·|expected| with rtol {rtol:.3g}, "
-            f"atol {atol:.3g} ({dtype}, steps {steps}, depth {depth}, scale {scale:.3g})")
+            f"atol {atol:.3g} ({dtype}, steps {steps}, depth {depth}, roundings {roundings}, scale {scale:.3g})")
     torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol,
                                msg=lambda detail: msg(f"{what}\n{detail}") if callable(msg) else f"{what}\n{detail}")
 

@@ -74,10 +74,19 @@ def _indrnn_steps(T, w):
 
 def _compare(core, got, want, inputs, cot, dtype, B, T, H, w):
     steps = T * (H + 1) if core == "modrelu" else _indrnn_steps(T, w)
+    # The modReLU core runs on the recurrence kernels, which round h_{t-1} to a half weight's dtype for each
+    # step's product (issue 12 item 4, as cuDNN's half cells): T more half roundings in the chain. modReLU's
+    # slope jumps at |z| + b = 0 (and its value at z = 0 when b > 0), so such a rounding near a kink changes
+    # a gradient by O(1): no rounding model bounds it. Half modReLU checks the forward on a continuous
+    # (b <= 0, see _modrelu_bias) and 1-Lipschitz map; its gradients are checked in fp32.
+    half_modrelu = core == "modrelu" and dtype != torch.float32
     for name, g, r in zip(("h", "h_T"), got, want):
         assert g.dtype == r.dtype == dtype, name
         assert g.shape == r.shape, name
-        assert_close(g, r, dtype, steps=steps, scale=_scale(r), msg=f"{core} {name}")
+        assert_close(g, r, dtype, steps=steps, scale=_scale(r), msg=f"{core} {name}",
+                     roundings=T if half_modrelu else 0)
+    if half_modrelu:
+        return
     got_g, want_g = _grads(got, inputs, cot), _grads(want, inputs, cot)
     for name, x, g, r in zip(("a", "weight_hh", "bias_hh", "h0"), inputs, got_g, want_g):
         if x is None:
@@ -85,6 +94,11 @@ def _compare(core, got, want, inputs, cot, dtype, B, T, H, w):
         assert g is not None and g.dtype == x.dtype and g.shape == x.shape, name
         batch = B if name in ("weight_hh", "bias_hh") else 1  # weight gradients also sum over the batch
         assert_close(g, r, dtype, steps=steps * batch, scale=_scale(r), msg=f"{core} gradient of {name}")
+
+
+def _modrelu_bias(b, dtype):
+    """fp32 keeps both signs of b; half gets b <= 0, where modReLU is continuous (see _compare)."""
+    return b if dtype == torch.float32 else -b.abs()
 
 
 def _run_both(fn, inputs, kwargs):
@@ -101,7 +115,7 @@ def test_modrelu_triton_matches_torch_path(device, B, T, H, dtype, bias, initial
     gen = torch.Generator().manual_seed(seed)
     a = _drive(B, T, H, gen, time_major)
     U = _orthogonal(H, gen)
-    b = 0.8 * torch.randn(H, generator=gen) if bias else None  # negative b: a dead zone |z| <= -b
+    b = _modrelu_bias(0.8 * torch.randn(H, generator=gen), dtype) if bias else None  # b < 0: dead zone |z| <= -b
     h0 = torch.randn(B, H, generator=gen) if initial else None
     inputs = _leaves([a, U, b, h0], dtype, device)
     got, want = _run_both(rnn_recurrence, inputs, dict(nonlinearity="modrelu"))
@@ -179,6 +193,8 @@ def test_half_precision(device, core, dtype):
     else:
         weight, fn, kw = 2.4 * torch.rand(H, generator=gen) - 1.2, indrnn_recurrence, {}
     b = 0.5 * torch.randn(H, generator=gen)
+    if core == "modrelu":
+        b = _modrelu_bias(b, dtype)
     h0 = torch.rand(B, H, generator=gen)
     inputs = _leaves([a, weight, b, h0], dtype, device)
     got, want = _run_both(fn, inputs, kw)
