@@ -27,7 +27,7 @@ class Plan:
     tier: str  # "A" (P = 1, all on chip), "B" (one launch per step), "C" (cooperative, one launch)
     HS: int  # hidden units per program (power of two >= 16); P = ceil(H / HS)
     BB: int = BB
-    KC: int = 64  # K-chunk of the streamed product (Tier B)
+    KC: int = 32  # K-chunk of the streamed product (Tier B)
     num_warps: int = 4
     num_stages: int = 1
 
@@ -86,7 +86,14 @@ def fit(H: int, B: int, dtype: torch.dtype, direction: str, precision: str, sm_c
                 if resident_smem(H, HS, gates, elt) <= smem_per_block:
                     return Plan("C", HS=HS, num_warps=8)
                 HS //= 2
-    return Plan("B", HS=min(HK, 32), KC=min(HK, 32 if precision == "tf32x3" else 64), num_warps=4)
+    return Plan("B", HS=min(HK, 32), KC=_stream_kc(HK, precision), num_warps=4)
+
+
+def _stream_kc(HK: int, precision: str) -> int:
+    """Tier B's K-chunk (AOT report, 4 warps, HS 32): KC 64 spills at H >= 512 (255 registers, the four
+    gates' [KC, HS] W tiles and their addresses are live together), KC 32 compiles at 140-182 registers;
+    tf32x3 splits every operand in two, so it streams 16."""
+    return min(HK, 16 if precision == "tf32x3" else 32)
 
 
 def _measured(device_class: str) -> dict:
@@ -115,7 +122,7 @@ def _forced(H: int, B: int, dtype, direction, precision, facts) -> Plan | None:
     HS = max(16, HK // P) if P else min(HK, 32)
     if tier == "C":
         return Plan("C", HS=HS, num_warps=8)
-    return Plan("B", HS=HS, KC=min(HK, 32 if precision == "tf32x3" else 64), num_warps=4)
+    return Plan("B", HS=HS, KC=_stream_kc(HK, precision), num_warps=4)
 
 
 def plan_for(H: int, B: int, dtype: torch.dtype, device: torch.device, direction: str) -> Plan:
