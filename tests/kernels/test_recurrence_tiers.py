@@ -195,3 +195,51 @@ def test_auto_never_picks_tier_c_off_gpu(H, dtype, tier, monkeypatch):
     monkeypatch.delenv("TRITONRNN_RECURRENCE_TIER", raising=False)
     plan = dispatch.plan_for(H, 128, dtype, torch.device("cpu"), "fwd")
     assert plan.tier == tier
+
+
+def test_step_graphs_capture_on_second_sight_and_replay(monkeypatch):
+    """Tier B's graph cache (no CUDA here, so torch.cuda's graph API is replaced by a recorder): the first call
+    of a key runs the launches eagerly (and so JIT-compiles before any capture), the second captures and
+    replays, later ones replay only; the LRU bounds the graphs kept."""
+    events = []
+
+    class FakeGraph:
+        def __init__(self):
+            self.id = len([e for e in events if e[0] == "capture"])
+
+        def replay(self):
+            events.append(("replay", self.id))
+
+    class Capture:
+        def __init__(self, graph):
+            events.append(("capture", graph.id))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", Capture)
+    graphs = R.launch.StepGraphs(size=2)
+    monkeypatch.setattr(graphs, "usable", lambda device: True)
+    dev = torch.device("cpu")
+
+    def steps():
+        events.append(("launch",))
+
+    graphs.run("k1", dev, steps)
+    assert events == [("launch",)]  # first sight: eager
+    graphs.run("k1", dev, steps)
+    assert events[1:] == [("capture", 0), ("launch",), ("replay", 0)]  # second: capture, then replay
+    events.clear()
+    graphs.run("k1", dev, steps)
+    assert events == [("replay", 0)]
+    for key in ("k2", "k3"):  # two more keys, each seen twice: k1 is evicted (LRU of 2)
+        graphs.run(key, dev, steps)
+        graphs.run(key, dev, steps)
+    assert list(graphs.graphs) == ["k2", "k3"]
+    events.clear()
+    graphs.run("k1", dev, steps)  # seen before, graph evicted: captured again
+    assert events[0][0] == "capture"
