@@ -38,8 +38,10 @@ from .results_io import FIELDS, append_rows, environment, pyplot, save_figure
 from .timing import measure
 
 # Kernel tests first (what only a GPU can check), then the paths this issue added, then the optimizers.
-PRIORITY = ["tests/kernels/test_scan.py", "tests/kernels/test_recurrence.py", "tests/kernels/test_cores_kernels.py",
-            "tests/nn/test_native_rows.py", "tests/nn/test_layers.py", "tests/optim/test_equivalence.py",
+# The recurrence tiers' own float64 checks run in the `tiers` section, so their property tests come after the cores.
+PRIORITY = ["tests/kernels/test_scan.py", "tests/kernels/test_recurrence.py", "tests/kernels/test_recurrence_dispatch.py",
+            "tests/kernels/test_cores_kernels.py", "tests/kernels/test_recurrence_tiers.py", "tests/nn/test_native_rows.py",
+            "tests/nn/test_layers.py", "tests/optim/test_equivalence.py",
             "tests/nn/test_modules.py::test_torch_backend_trains_on_cuda", "tests/kernels/test_compile.py"]
 
 # The papers' table: fast providers of every family before the slow reference peers (eager, compiled).
@@ -73,9 +75,10 @@ class Section:
     def left(self):
         return self.deadline - time.monotonic()
 
-    def run(self, label, fn, reserve_s=0.0):
+    def run(self, label, fn, reserve_s=0.0, context=None):
         """Run fn() -> rows unless the budget (less `reserve_s`, the row's expected cost) is spent; an exception
-        becomes one "error" row naming the row, and the section goes on."""
+        becomes one "error" row naming the row (with the fields of `context`, what the row was), and the section
+        goes on."""
         if self.left() <= reserve_s:
             self.not_run.append(label)
             return []
@@ -85,7 +88,8 @@ class Section:
             self.errors += 1
             print(f"[{self.name}] {label}: ERROR {type(exc).__name__}: {exc}", flush=True)
             traceback.print_exc()
-            rows = [{"note": f"error: {label}: {type(exc).__name__}: {str(exc)[:300]}".replace("\n", " ")}]
+            rows = [dict(context or {},
+                         note=f"error: {label}: {type(exc).__name__}: {str(exc)[:300]}".replace("\n", " "))]
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         self.append(rows)
@@ -116,7 +120,7 @@ def section_tests(out_dir, budget_s, dry_run):
     root = os.getcwd()
     paths = [p for p in PRIORITY if os.path.exists(os.path.join(root, p.split("::")[0]))]
     # The dry run collects one file (collecting them all imports every test module: ~30 s on a loaded CI CPU)
-    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *(paths[3:4] if dry_run else paths)]
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *(paths[5:6] if dry_run else paths)]
     collected = subprocess.run(base + ["-q", "--collect-only"], capture_output=True, text=True,
                                timeout=max(budget_s, 30))
     ids = [line.strip() for line in collected.stdout.splitlines() if "::" in line]
@@ -366,6 +370,9 @@ def section_report(out_dir, budget_s, dry_run):
         lines += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in rows]
         lines += [f"- {r['note']}" for r in _read(path) if r.get("note", "").startswith("error")] + [""]
         _bandwidth_plot(rows, key, os.path.join(out_dir, f"{name}.png"))
+    tiers = os.path.join(out_dir, "tiers.md")  # the recurrence tiers (tritonrnn.perf.recurrence_tiers), as written
+    if os.path.exists(tiers):
+        lines += [open(tiers).read().replace("# ", "## ", 1), ""]
     for path in sorted(glob.glob(os.path.join(out_dir, "*-not-run.txt"))):
         missing = open(path).read().split("\n")
         missing = [m for m in missing if m]
