@@ -13,6 +13,7 @@ import torch
 import tritonrnn.nn as tnn
 import tritonrnn.optim as tro
 from tests.conftest import DEVICE
+from tests.optim.common import twin_step
 from tests.tolerance import tolerance
 
 pytest.importorskip("triton")
@@ -21,7 +22,11 @@ T, B, N_IN, H = 4, 2, 3, 8
 MODULES = ["LSTM", "MomentumLSTM", "SRLSTM", "AdamLSTM", "RMSPropLSTM", "NesterovLSTM", "RNN", "MomentumRNN",
            "MomentumOrthogonalRNN", "MomentumIndRNN"]
 KERNEL_OPS = ("tritonrnn.recurrence_fwd", "tritonrnn.indrnn_fwd")
-TORCH_PATH_OPS = ("tritonrnn.step_loop_fwd",)
+NATIVE_OP, STEP_LOOP_OP = "tritonrnn.native_layer_fwd", "tritonrnn.step_loop_fwd"
+TORCH_PATH_OPS = (NATIVE_OP, STEP_LOOP_OP)
+# the families whose eager torch path is the native oneDNN / cuDNN call (SPEC §1.4); compiled, they run it as
+# one op (layers.COMPILED_NATIVE), the others run the step-loop op
+NATIVE_FAMILIES = ("LSTM", "MomentumLSTM", "SRLSTM", "RNN", "MomentumRNN")
 
 
 def _recording(backend, seen):
@@ -44,30 +49,74 @@ def _run(model, x, seed=1):
     return [r.detach() for r in results], list(grads)
 
 
-def _check_module(name, backend, compiler, device):
+def _check_module(name, backend, compiler, device, exact=False, **kwargs):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = getattr(tnn, name)(N_IN, H, backend=backend).to(device)
+    model = getattr(tnn, name)(N_IN, H, backend=backend, **kwargs).to(device)
     x = torch.randn(T, B, N_IN, device=device, requires_grad=True)
     seen = []
     compiled = torch.compile(model, backend=_recording(compiler, seen), fullgraph=True)
     got_out, got_grads = _run(compiled, x)
     want_out, want_grads = _run(model, x)
-    # Derived bound: the compiled torch path (_fused) and the eager one (native cell) round differently in
-    # fp32 over T steps, and a weight gradient sums T·B terms; the Triton path runs the same kernels.
-    rtol, atol = tolerance(torch.float32, steps=T * B)
+    # Derived bound: the compiled step-loop op (_fused) and the eager native cell round differently in fp32
+    # over T steps, and a weight gradient sums T·B terms; the Triton path runs the same kernels. `exact`: the
+    # compiled call runs eager's own code (the native-layer op), so the same arithmetic.
+    rtol, atol = (0.0, 0.0) if exact else tolerance(torch.float32, steps=T * B)
     for got, want in zip(got_out + got_grads, want_out + want_grads):
         assert got.shape == want.shape and got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
     return seen
 
 
+@pytest.mark.parametrize("compiled_native", [True, False], ids=["native-op", "step-loop"])
 @pytest.mark.parametrize("name", MODULES)
-def test_module_torch_backend_compiles_fullgraph(name):
-    seen = _check_module(name, "torch", "aot_eager", torch.device("cpu"))
+def test_module_torch_backend_compiles_fullgraph(name, compiled_native, monkeypatch):
+    """Both ops a native family can compile to (layers.COMPILED_NATIVE) equal eager; the native-layer op
+    bitwise, since it runs eager's own call."""
+    from tritonrnn.functional import layers
+
+    monkeypatch.setattr(layers, "COMPILED_NATIVE", compiled_native)
+    native = compiled_native and name in NATIVE_FAMILIES
+    seen = _check_module(name, "torch", "aot_eager", torch.device("cpu"), exact=native)
     # issue #17: the layer's recurrence is one opaque torch-path op (one layer, one direction here), no kernel
     assert not any(s.startswith(KERNEL_OPS) for s in seen), seen
+    assert sum(s.startswith(NATIVE_OP if native else STEP_LOOP_OP) for s in seen) == 1, seen
     assert sum(s.startswith(TORCH_PATH_OPS) for s in seen) == 1, seen
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("MomentumLSTM", dict(num_layers=2, bidirectional=True)),
+    ("LSTM", dict(proj_size=3, bidirectional=True)),
+    ("SRLSTM", dict(num_layers=2, bias=False)),
+    ("MomentumRNN", dict(nonlinearity="relu", bidirectional=True)),
+])
+def test_native_op_layers_and_directions(name, kwargs):
+    """The native-layer op per layer and direction (projection, no bias, relu included): bitwise eager."""
+    seen = _check_module(name, "torch", "aot_eager", torch.device("cpu"), exact=True, **kwargs)
+    layers_ = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
+    assert sum(s.startswith(NATIVE_OP) for s in seen) == layers_, seen
+    assert not any(s.startswith(STEP_LOOP_OP) for s in seen), seen
+
+
+def test_native_op_carried_state_and_offset():
+    """A carried momentum state v_0 (the identity-native core inside the op) and a step offset: compiled =
+    eager bitwise, the final state and the gradient of v_0 included."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = tnn.SRLSTM(N_IN, H, backend="torch")
+    x = torch.randn(T, B, N_IN, requires_grad=True)
+    v0 = torch.randn(1, B, 4 * H, requires_grad=True)
+
+    def run(m):
+        out, (h, c), state = m(x, state={"v": v0}, step_offset=3, return_state=True)
+        results = [out, h, c, state["v"]]
+        g = torch.Generator().manual_seed(2)
+        loss = sum((r * torch.randn(r.shape, generator=g)).sum() for r in results)
+        return results + list(torch.autograd.grad(loss, [x, v0, *model.parameters()]))
+
+    got = run(torch.compile(model, backend="aot_eager", fullgraph=True))
+    for a, b in zip(got, run(model)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -137,6 +186,37 @@ def _op_cases(device, opcheck=False):
             cases.append((f"recurrence_fwd {label} time_major={tm}", rec._recurrence_fwd_op,
                           (a, w_, b_, h0, c0_, n0_, cell, 0.6, 0.6, 2 if cell == rec.NESTEROV_LSTM else 0, 1, tm,
                            True)))
+    from tritonrnn.functional import layers
+
+    # the native-layer op (issue #17): momentum LSTM with a carried v_0 and a step offset, plain RNN with a
+    # projection-free relu core, LSTM with a projection, Adam on the identity-native core; its backward op
+    x_tm, w_ih4, w_ih1 = rand(T, B, 3), rand(4 * H, 3, scale=0.3), rand(H, 3, scale=0.3)
+    w_hr = rand(2, H, scale=0.3)
+    native = [("momentum lstm", (x_tm, w_ih4, w, b, b.detach().requires_grad_(), None, h0, c0, n0, None, None,
+                                 "lstm", "restart", "native", 0.0, 0.6, 0.0, 0.0, 2, 3, True)),
+              ("plain rnn_relu", (x_tm, w_ih1, w[:H, :H].detach().requires_grad_(), None, None, None, h0, None,
+                                  None, None, None, "rnn_relu", "plain", "native", 0.0, 0.0, 0.0, 0.0, 0, 0, True)),
+              ("projected lstm", (x_tm, w_ih4, w[:, :2].detach().requires_grad_(), b, b.detach(), w_hr,
+                                  h0[:, :2].detach(), c0, None, None, None, "lstm", "plain", "native", 0.0, 0.0, 0.0,
+                                  0.0, 0, 0, True)),
+              ("adam identity-native", (x_tm, w_ih4, w, b, b.detach(), None, h0, c0, n0, n0.detach().abs(), None,
+                                        "lstm", "adam", "identity-native", 0.6, 0.6, 0.1, 1e-8, 0, 0, True))]
+    for label, args in native:
+        cases.append((f"native_layer_fwd {label}", layers._native_layer_fwd_op, args))
+    with torch.no_grad():
+        outs = layers._native_layer_fwd_op(*native[0][1])
+    grads_out = tuple(rand(*o.shape, grad=False) if o.numel() else None for o in outs)
+    needs = [t is not None and t.requires_grad for t in native[0][1][:10]]
+    cases.append(("native_layer_bwd momentum lstm", layers._native_layer_bwd_op,
+                  (*grads_out, *(t.detach() if isinstance(t, torch.Tensor) else t for t in native[0][1][:11]), needs,
+                   *native[0][1][11:20])))
+    from tritonrnn.functional import steploop
+
+    # the step-loop path's input GEMM (issue #17): with and without b_ih; its backward
+    cases += [("input_drive", steploop._input_drive_op, (x_tm, w_ih4, b)),
+              ("input_drive no bias", steploop._input_drive_op, (x_tm, w_ih1, None)),
+              ("input_drive_bwd", steploop._input_drive_bwd_op,
+               (rand(T, B, 4 * H, grad=False), x_tm.detach(), w_ih4.detach(), [True, True, True]))]
     from tritonrnn.kernels import indrnn
 
     w_ind = rand(H).detach().uniform_(-1.0, 1.0).requires_grad_()
@@ -212,13 +292,7 @@ def _optimizer_trajectories(name, backend, compiler, device):
         comp.step()
 
     for _ in range(STEPS):
-        grads = [torch.randn(p.shape, generator=g).to(device) for p in init]
-        grads[2] = None  # a parameter without a gradient is skipped
-        for ps in (eager_ps, comp_ps):
-            for p, grad in zip(ps, grads):
-                p.grad = None if grad is None else grad.clone()
-        eager.step()
-        step()
+        twin_step(eager, eager_ps, step, comp_ps, init, g, device)
     return eager, comp, seen
 
 
@@ -279,7 +353,8 @@ def test_optimizer_step_inductor_gpu(name, backend, request):
 
 
 # ------------------------------------------------------------------------------ compile cost against T (#17)
-@pytest.mark.parametrize("name", ["MomentumLSTM", "AdamLSTM", "NesterovLSTM", "MomentumOrthogonalRNN", "IndRNN"])
+@pytest.mark.parametrize("name", ["MomentumLSTM", "SRLSTM", "RNN", "AdamLSTM", "NesterovLSTM", "MomentumOrthogonalRNN",
+                                  "IndRNN"])
 def test_graph_size_is_independent_of_T(name):
     """Every layer's recurrence is one opaque op: the traced forward graph has the same nodes at T = 10 and
     T = 1000 (dynamo no longer unrolls the time loop), so compile time does not grow with T."""
@@ -294,12 +369,13 @@ def test_graph_size_is_independent_of_T(name):
     assert sizes[0] == sizes[1], sizes
 
 
-def test_second_sequence_length_does_not_recompile():
+@pytest.mark.parametrize("name", ["AdamLSTM", "MomentumLSTM", "SRLSTM"])
+def test_second_sequence_length_does_not_recompile(name):
     """With T marked dynamic, another T reuses the compiled graph (the ops' fake implementations take a symbolic
-    T) and gradients still equal eager's."""
+    T: the step-loop op for Adam, the native-layer op for momentum / restart) and gradients still equal eager's."""
     torch._dynamo.reset()
     graphs = []
-    model = tnn.AdamLSTM(N_IN, H, backend="torch")
+    model = getattr(tnn, name)(N_IN, H, backend="torch")
     compiled = torch.compile(model, backend=_recording("aot_eager", graphs), fullgraph=True)
     for T_ in (5, 9):
         x = torch.randn(T_, B, N_IN, requires_grad=True)

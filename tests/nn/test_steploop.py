@@ -94,3 +94,19 @@ def test_double_backward_raises(core, dynamics):
     # a first-order backward after a failed attempt still works
     (gx,) = torch.autograd.grad(_results(core, dynamics, x, params, init, state, "op")[0].square().sum(), [x])
     assert gx.isfinite().all()
+
+
+@pytest.mark.parametrize("core,dynamics", [("lstm", "adam"), ("lstm", "nesterov"), ("rnn_modrelu", "momentum"),
+                                           ("indrnn", "rmsprop"), ("rnn_tanh", "plain")])
+def test_absent_initial_states_are_zeros(core, dynamics):
+    """h0 = c0 = None and absent drive states (how a compiled layer calls the op, issue #17: no zeros kernel
+    around it) give bitwise the results and gradients of explicit zeros."""
+    x, params, init, _ = _problem(core, dynamics, steploop.CHUNK + 2, 2, 2, 3, True, False, 0)
+    zeros = {k: None if v is None else torch.zeros_like(v) for k, v in init.items()}
+    got = _results(core, dynamics, x, params, {"h0": None, "c0": None}, {}, "op")
+    want = _results(core, dynamics, x, params, zeros, {}, "op")
+    leaves = [x, *(p for p in params.values() if p is not None)]
+    cot = [torch.ones_like(w) for w in want]
+    pairs = zip(got + list(torch.autograd.grad(got, leaves, cot)), want + list(torch.autograd.grad(want, leaves, cot)))
+    for a, b in pairs:
+        assert torch.equal(a, b)

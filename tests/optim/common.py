@@ -31,6 +31,18 @@ class QuadraticGrads:
         return [(a * p.float() + torch.randn(p.shape, generator=g)).to(p.dtype) for a, p in zip(self.a, params)]
 
 
+def twin_step(eager, eager_ps, compiled_step, comp_ps, init, generator, device="cpu"):
+    """One step of an eager optimizer and its compiled twin on the same fresh gradients N(0, 1), shaped like
+    `init`; the third parameter gets none (a parameter without a gradient is skipped by the step)."""
+    grads = [torch.randn(x.shape, generator=generator).to(device) for x in init]
+    grads[2] = None
+    for ps in (eager_ps, comp_ps):
+        for p, grad in zip(ps, grads):
+            p.grad = None if grad is None else grad.clone()
+    eager.step()
+    compiled_step()
+
+
 def run(make_opt, params, grad_fn, steps, *, opt=None):
     """Train copies of `params` (as nn.Parameters) with make_opt(list) for `steps` steps; returns
     (parameters, optimizer)."""

@@ -16,6 +16,7 @@ import torch
 
 from torch._dynamo.utils import counters
 
+from tests.optim.common import twin_step
 from tritonrnn.optim import NAG, SRSGD, FrankWolfe
 
 pytest.importorskip("triton")
@@ -53,13 +54,7 @@ def _loop(name, backend, steps, tensor_lr):
         if tensor_lr and t == steps // 2:
             eager_lr.fill_(0.0625)
             comp_lr.fill_(0.0625)
-        grads = [torch.randn(x.shape, generator=g) for x in init]
-        grads[2] = None  # a parameter without a gradient is skipped
-        for ps in (eager_ps, comp_ps):
-            for p, grad in zip(ps, grads):
-                p.grad = None if grad is None else grad.clone()
-        eager.step()
-        step()
+        twin_step(eager, eager_ps, step, comp_ps, init, g)
     # Graphs dynamo captured and compiled (a restarted analysis of one frame is not a second compile).
     return eager, comp, counters["stats"]["unique_graphs"]
 

@@ -32,15 +32,17 @@ Paths (data flow module → functional → kernels):
   A carried v_0 makes the drive a_t = W' [x̃_t, c_t] + Λ_t v_0 (Λ_t = Π_{k≤t} μ_k), formed row by row
   and run by the identity-native core below (each row reads only its own v_0: a NaN in one row of v_0
   stays in that row, and the memory saved for backward is linear in B).
-  Under torch.compile these families take _fused instead (the native RNN ops do not trace).
+  Under torch.compile the same code runs inside one custom op per layer and direction
+  (tritonrnn::native_layer_fwd/_bwd, below; the native RNN ops do not trace), or _fused where
+  COMPILED_NATIVE is False.
 - the identity-native core (_identity_native, KERNELS.md §2.6): when the drive a_t [T, B, G·H] does not
   depend on h, the recurrence is a plain LSTM/RNN on a_t, which torch's native cell runs exactly with
   W_ih = I (a constant) and b_ih = 0; the gradient flows to a_t. Adam / RMSProp on it (_drive_native: the
   scan, then this core) is a candidate path ("identity-native"), chosen on CUDA by the dispatcher
   (tritonrnn.dispatch) where a measurement says it is fastest, or forced with `forced_path`; on CPU it is
   not the default (measured slower than the step loop there, KERNELS.md §2.6).
-- backend "torch" for the cores without a native form (modReLU, IndRNN), and Adam / RMSProp / Nesterov, and
-  every family under torch.compile: _fused, u = x W_ihᵀ + b_ih as one GEMM, then the whole recurrence with
+- backend "torch" for the cores without a native form (modReLU, IndRNN), and Adam / RMSProp / Nesterov (under
+  torch.compile too): _fused, u = x W_ihᵀ + b_ih as one GEMM, then the whole recurrence with
   its input dynamics as one op with a hand-written backward (functional.steploop, issue #16), so a compiled
   graph holds one node per layer and direction whatever T is (issue #17).
 - otherwise (the Triton backend): per time segment, the input
@@ -244,9 +246,12 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
         if missing:
             path = "torch"  # "auto" picks the path that exists
 
-    h0 = torch.zeros(B, P, dtype=dt, device=dev) if h0 is None else h0
-    if core == "lstm" and c0 is None:
-        c0 = torch.zeros(B, H, dtype=dt, device=dev)
+    # Under torch.compile the torch-path ops take h0 = c0 = None (and absent states) and start from zeros inside:
+    # a zeros tensor in the graph is a kernel of its own, which inductor compiles in C++ (seconds of the first
+    # call each, issue #17). Rows that stop early (lengths) index the carried states, so they get real zeros.
+    lazy = torch.compiler.is_compiling() and path != "triton" and lengths is None
+    if not lazy or T == 0:
+        h0, c0 = _zero_states(core, h0, c0, B, P, H, dt, dev)
     if T == 0:  # nothing to run: the states come back unchanged (nn.LSTM itself rejects T = 0)
         final = {n: state[n] if n in state else torch.zeros(B, G * H, dtype=sdt, device=dev)
                  for n in STATE_NAMES[dynamics]}
@@ -255,19 +260,30 @@ def _layer(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state
     if reverse:
         x = _reverse_time(x, lengths)
     args = (core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths)
+    native = dynamics in ("plain", "momentum", "restart") and core in _NATIVE
     if path == "triton":
         out, h, c, final = _general(*args)
-    elif path == "identity-native" and not torch.compiler.is_compiling():
+    elif torch.compiler.is_compiling() and (path == "identity-native" or native and COMPILED_NATIVE):
+        # The native RNN ops do not trace (CPU: mkldnn_rnn_layer's fake/backward fail) and the torch scans
+        # would unroll over T: the eager layer runs inside one opaque custom op instead (issue #17).
+        out, h, c, final = _native_as_op(*args, path="identity-native" if path == "identity-native" else "native")
+    elif path == "identity-native":
         out, h, c, final = _drive_native(*args)
-    elif dynamics in ("plain", "momentum", "restart") and core in _NATIVE and not torch.compiler.is_compiling():
-        # Under torch.compile the native RNN ops do not trace (CPU: mkldnn_rnn_layer's fake/backward fail);
-        # _fused computes the same layer as one opaque custom op.
+    elif native and not torch.compiler.is_compiling():
         out, h, c, final = _native(*args)
     else:
         out, h, c, final = _fused(*args)
     if reverse:
         out = _reverse_time(out, lengths)
     return out.transpose(0, 1), h, c, final
+
+
+def _zero_states(core, h0, c0, B, P, H, dtype, device):
+    """h0 [B, P] and (LSTM) c0 [B, H], zeros where not given."""
+    h0 = torch.zeros(B, P, dtype=dtype, device=device) if h0 is None else h0
+    if core == "lstm" and c0 is None:
+        c0 = torch.zeros(B, H, dtype=dtype, device=device)
+    return h0, c0
 
 
 def _check_state(t, name, shape, dtype, device):
@@ -427,6 +443,137 @@ def _native_call(core, drive, hx, weights, has_biases, lengths, T):
     return out, (out,) + tuple(r.index_select(1, unorder) for r in result[1:])
 
 
+# ------------------------------------------------------------------------------------------ native, one op
+# Under torch.compile the native families (and the identity-native core) run their eager layer inside one
+# opaque custom op per layer and direction (issue #17): the graph holds one node whatever T is, the fake
+# implementation takes a symbolic T, and the compiled module runs the same oneDNN / cuDNN call as eager, so
+# outputs equal eager's bitwise. The backward op recomputes the layer with autograd on and differentiates it
+# (torch.autograd.grad): the native backward needs the forward's workspace (cuDNN's reserve space, oneDNN's
+# workspace), which no custom op can hand across the op boundary, so the forward runs twice per training step.
+# COMPILED_NATIVE chooses this op (True) or the step-loop op (_fused, False) for the native families under
+# compile; perf/compile_time.py --compare measures both (the choice and its figures: README, torch.compile).
+COMPILED_NATIVE = True
+_NATIVE_GRAD_INPUTS = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "h0", "c0", "v0", "m0")
+
+
+def _native_as_op(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths, *,
+                  path):
+    """_native (path "native") or _drive_native ("identity-native") as the tritonrnn::native_layer op."""
+    out, h, c, v_T, m_T = _native_layer_fwd_op(
+        x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, state.get("v"), state.get("m"), lengths, core, dynamics, path,
+        float(hyper.get("mu", 0.0)), float(hyper.get("s", 0.0)), float(hyper.get("beta", 0.0)),
+        float(hyper.get("eps", 0.0)), int(hyper.get("restart", 0)), int(step_offset), torch.is_grad_enabled())
+    final = {"v": v_T, "m": m_T}
+    return out, h, (c if core == "lstm" else None), {n: final[n] for n in STATE_NAMES[dynamics]}
+
+
+def _native_layer(inputs, core, dynamics, path, mu, s, beta, eps, restart, step_offset):
+    """The eager layer on the op's flat inputs: (out, h_T, c_T, v_T, m_T), absent ones None."""
+    x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0, lengths = inputs
+    T, B, _ = x.shape
+    h0, c0 = _zero_states(core, h0, c0, B, w_hh.shape[1], w_hh.shape[0] // 4, x.dtype, x.device)
+    given = {"mu": mu, "s": s, "beta": beta, "eps": eps, "restart": restart}
+    hyper = {n: given[n] for n in HYPER_NAMES[dynamics]}
+    state = {n: t for n, t in (("v", v0), ("m", m0)) if t is not None}
+    run = _native if path == "native" else _drive_native
+    out, h, c, final = run(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset,
+                           lengths)
+    return out, h, c, final.get("v"), final.get("m")
+
+
+@torch.library.custom_op("tritonrnn::native_layer_fwd", mutates_args=(), schema=(
+    "(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? h0, Tensor? c0, "
+    "Tensor? v0, Tensor? m0, Tensor? lengths, str core, str dynamics, str path, float mu, float s, float beta, "
+    "float eps, int restart, int step_offset, bool train) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"))
+def _native_layer_fwd_op(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0, lengths, core, dynamics, path, mu, s,
+                         beta, eps, restart, step_offset, train):
+    inputs = [None if t is None else t.detach() for t in (x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0)]
+    # the grad mode of the caller, as eager sees it: _native_call's `train` flag (cuDNN keeps its reserve space
+    # only then) reads it. Detached inputs: nothing is recorded.
+    with torch.set_grad_enabled(train):
+        results = _native_layer(inputs + [lengths], core, dynamics, path, mu, s, beta, eps, restart, step_offset)
+    # contiguous (what the fake implementation promises), absent ones empty: custom ops return no None
+    return tuple(x.new_empty(_steploop.NOTHING) if r is None else r.contiguous() for r in results)
+
+
+@_native_layer_fwd_op.register_fake
+def _(x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0, lengths, core, dynamics, path, mu, s, beta, eps, restart,
+      step_offset, train):
+    T, B, _ = x.shape
+    GH, P = w_ih.shape[0], w_hh.shape[1]
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    has_v, has_m = dynamics in ("momentum", "restart", "adam"), dynamics in ("adam", "rmsprop")
+    return (x.new_empty(T, B, P), x.new_empty(B, P),
+            x.new_empty((B, GH // 4) if core == "lstm" else _steploop.NOTHING),
+            x.new_empty((B, GH) if has_v else _steploop.NOTHING, dtype=sdt),
+            x.new_empty((B, GH) if has_m else _steploop.NOTHING, dtype=sdt))
+
+
+@torch.library.custom_op("tritonrnn::native_layer_bwd", mutates_args=(), schema=(
+    "(Tensor? dout, Tensor? dh_T, Tensor? dc_T, Tensor? dv_T, Tensor? dm_T, Tensor x, Tensor w_ih, Tensor w_hh, "
+    "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? lengths, "
+    "bool[] needs, str core, str dynamics, str path, float mu, float s, float beta, float eps, int restart, "
+    "int step_offset) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
+def _native_layer_bwd_op(dout, dh_T, dc_T, dv_T, dm_T, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0, lengths,
+                         needs, core, dynamics, path, mu, s, beta, eps, restart, step_offset):
+    inputs = [None if t is None else t.detach().requires_grad_(need and t.dtype.is_floating_point)
+              for t, need in zip((x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0), needs)]
+    with _autograd_inside_op(), torch.enable_grad():  # eager's forward (train=True), then autograd's backward
+        results = _native_layer(inputs + [lengths], core, dynamics, path, mu, s, beta, eps, restart, step_offset)
+        pairs = [(r, g) for r, g in zip(results, (dout, dh_T, dc_T, dv_T, dm_T))
+                 if r is not None and g is not None and r.requires_grad]
+        wrt = [t for t in inputs if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad([r for r, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
+                     if pairs and wrt else [None] * len(wrt))
+        out = []
+        for t in inputs:
+            g = next(grads) if t is not None and t.requires_grad else None
+            out.append(x.new_empty(_steploop.NOTHING) if t is None or not t.requires_grad else
+                       torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None else g.contiguous())
+        return tuple(out)
+
+
+@_native_layer_bwd_op.register_fake
+def _(dout, dh_T, dc_T, dv_T, dm_T, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0, lengths, needs, core,
+      dynamics, path, mu, s, beta, eps, restart, step_offset):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None and need else
+                 x.new_empty(_steploop.NOTHING) for t, need in zip((x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, v0, m0),
+                                                                   needs))
+
+
+@contextlib.contextmanager
+def _autograd_inside_op():
+    """Autograd on again inside a custom op's implementation: the dispatcher runs it below the autograd keys
+    (torch._C._AutoDispatchBelowAutograd), where no operation records a graph, so torch.autograd.grad of the
+    recomputed layer would find none. Re-enabling the two functionality keys for the block records it."""
+    keys = (torch._C.DispatchKey.AutogradFunctionality, torch._C.DispatchKey.ADInplaceOrView)
+    with contextlib.ExitStack() as stack:
+        for key in keys:
+            stack.enter_context(torch._C._SetExcludeDispatchKeyGuard(key, False))
+        yield
+
+
+def _native_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*inputs[:11])
+    ctx.hyper = inputs[11:20]
+
+
+def _native_backward(ctx, dout, dh_T, dc_T, dv_T, dm_T):
+    n = len(_NATIVE_GRAD_INPUTS)
+    if all(g is None for g in (dout, dh_T, dc_T, dv_T, dm_T)):
+        return (None,) * 21
+    if torch.is_grad_enabled():
+        raise RuntimeError("tritonrnn's compiled native layer: double backward is not supported (its backward op "
+                           "is not itself differentiable); run the module eagerly for higher-order gradients")
+    needs = [bool(f) for f in ctx.needs_input_grad[:n]]
+    grads = _native_layer_bwd_op(dout, dh_T, dc_T, dv_T, dm_T, *ctx.saved_tensors, needs, *ctx.hyper)
+    return tuple(g if need else None for g, need in zip(grads, needs)) + (None,) * (21 - n)
+
+
+_native_layer_fwd_op.register_autograd(_native_backward, setup_context=_native_setup)
+
+
 def _decay(dynamics, hyper, step0, T, dtype, device):
     """Λ_t = Π_{k≤t} μ_k over the steps step0 … step0+T-1: what is left of a carried v_0 after step t."""
     lam, decay = [], 1.0
@@ -546,26 +693,28 @@ def _segments(run, inputs, carry, lengths):
 # ------------------------------------------------------------------------------------------ torch, fused
 def _fused(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
     """The torch path of the families without a native form (Adam, RMSProp, Nesterov, the orthogonal and
-    IndRNN cores; SPEC §1.4 does not apply) and of every family under torch.compile: u = x W_ihᵀ + b_ih as one
-    GEMM over all steps (autograd's: dW_ih, db_ih and dx are single GEMMs too), then per time segment the
-    recurrence with its input dynamics as one op with a hand-written backward (functional.steploop). It
+    IndRNN cores; SPEC §1.4 does not apply) and of the step-loop op under torch.compile: u = x W_ihᵀ + b_ih as
+    one GEMM over all steps (steploop.input_drive; dW_ih, db_ih and dx are single GEMMs too), then per time
+    segment the recurrence with its input dynamics as one op with a hand-written backward (steploop). It
     computes every family, which tests/nn/test_layers.py uses. proj_size > 0 takes _projected_loop."""
+    B = x.shape[1]
     if w_hr is not None:
+        h0, c0 = _zero_states(core, h0, c0, B, w_hr.shape[0], w_hr.shape[1], x.dtype, x.device)
         return _projected_loop(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset,
                                lengths)
     sdt = torch.promote_types(x.dtype, torch.float32)
-    T, B, n_in = x.shape
-    x2, w_t = x.to(sdt).reshape(T * B, n_in), w_ih.to(sdt).T
-    # [T, B, G·H] time-major, contiguous; b_ih inside the dynamics (SPEC §1.1), added by the GEMM
-    u = (torch.mm(x2, w_t) if b_ih is None else torch.addmm(b_ih.to(sdt), x2, w_t)).view(T, B, w_ih.shape[0])
+    u = _steploop.input_drive(x, w_ih, b_ih)  # [T, B, G·H] time-major, contiguous, in sdt
     names = STATE_NAMES[dynamics]
-    carry = {"h": h0.to(sdt), **({"c": c0.to(sdt)} if c0 is not None else {})}
+    # None (zeros inside the op) only without lengths, as _layer passes them: _segments indexes the carry
+    carry = {"h": None if h0 is None else h0.to(sdt), "c": None if c0 is None else c0.to(sdt)}
     for n in names:
-        carry[n] = state[n] if n in state else torch.zeros(u.shape[1:], dtype=sdt, device=x.device)
+        carry[n] = (state.get(n) if n in state or lengths is None else
+                    torch.zeros(u.shape[1:], dtype=sdt, device=x.device))
+    carry = {k: v for k, v in carry.items() if v is not None}
 
     def segment(u_seg, carry, t0):
         out, h, c, final = _steploop.step_loop(
-            u_seg, w_hh, b_hh, carry["h"], carry.get("c"), carry.get("v"), carry.get("m"), carry.get("a"),
+            u_seg, w_hh, b_hh, carry.get("h"), carry.get("c"), carry.get("v"), carry.get("m"), carry.get("a"),
             core=core, dynamics=dynamics, **hyper, step_offset=step_offset + t0)
         return out.to(x.dtype), {"h": h, **({"c": c} if c is not None else {}), **final}
 

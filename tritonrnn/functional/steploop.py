@@ -33,7 +33,7 @@ import torch
 
 from ..schedules import restart_momentum
 
-__all__ = ["step_loop"]
+__all__ = ["step_loop", "input_drive"]
 
 NOTHING = (0,)  # the shape of an absent output (custom ops return no None)
 CORES = ("lstm", "rnn_tanh", "rnn_relu", "rnn_modrelu", "indrnn")
@@ -41,8 +41,9 @@ CORES = ("lstm", "rnn_tanh", "rnn_relu", "rnn_modrelu", "indrnn")
 
 def step_loop(u, weight_hh, bias_hh, h0, c0, v0, m0, a0, *, core, dynamics, mu=0.0, s=1.0, beta=0.0, eps=1.0,
               restart=None, step_offset=0):
-    """The layer's recurrence on the drive u [T, B, G·H] (module docstring). h0 [B, H] is required (zeros
-    for none), c0 for the LSTM core; v0, m0, a0 the carried states the family has (None: zeros).
+    """The layer's recurrence on the drive u [T, B, G·H] (module docstring). h0 [B, H], c0 (the LSTM core),
+    v0, m0, a0 (the carried states the family has): None starts from zeros, made inside the op (under
+    torch.compile a zeros tensor outside it is a kernel of its own that inductor compiles: seconds).
     Returns (out [T, B, H] contiguous, h_T, c_T or None, {name: final state}) in the state dtype."""
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (u, weight_hh, bias_hh, h0, c0, v0, m0, a0))
@@ -112,7 +113,7 @@ def _forward(u, w, b, h0, c0, v0, m0, a0, core, dynamics, mu, s, beta, eps, rest
     ck_v = u.new_empty((n_ck, B, C)) if adam_like and has_v else nothing()
     ck_m = u.new_empty((n_ck, B, C)) if adam_like else nothing()
     out = torch.empty(T, B, H, dtype=sdt, device=u.device)
-    h = h0.to(sdt)
+    h = h0.to(sdt) if h0 is not None else torch.zeros(B, H, dtype=sdt, device=u.device)
     gates, cs, a_T, c_T = nothing(), nothing(), nothing(), nothing()
     if core == "lstm":
         # without a backward to follow nothing is kept: one step's buffers, reused (no page of a [T, ...]
@@ -120,7 +121,7 @@ def _forward(u, w, b, h0, c0, v0, m0, a0, core, dynamics, mu, s, beta, eps, rest
         gates = torch.empty(T if save else 1, B, C, dtype=sdt, device=u.device)
         cs = torch.empty(T, B, H, dtype=sdt, device=u.device) if save else None
         tc = torch.empty(B, H, dtype=sdt, device=u.device)
-        c = c0.to(sdt, copy=not save)
+        c = c0.to(sdt, copy=not save) if c0 is not None else torch.zeros(B, H, dtype=sdt, device=u.device)
         if dynamics == "nesterov":
             a_prev = a0.to(sdt, copy=True) if a0 is not None else torch.zeros(B, C, dtype=sdt, device=u.device)
             a_cur = torch.empty_like(a_prev)
@@ -177,7 +178,7 @@ def _backward(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w, b, h0, c0, v0, out, gate
     T, B, C = u.shape
     sdt = out.dtype
     H = w.shape[-1]
-    w32, h0 = w.to(sdt), h0.to(sdt)
+    w32, h0 = w.to(sdt), (None if h0 is None else h0.to(sdt))  # None: zeros (no term in dW_hh)
     lams = _lams(mu, restart, step_offset, T)
     dev = u.device
     new = (lambda *shape: torch.empty(*shape, dtype=sdt, device=dev))
@@ -197,7 +198,7 @@ def _backward(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w, b, h0, c0, v0, out, gate
             vbuf, mbuf = (new(CHUNK, B, C) if has_v else None), new(CHUNK, B, C)
             root, den, t1, t2 = new(B, C), new(B, C), new(B, C), new(B, C)
     if core == "lstm":
-        c0 = c0.to(sdt)
+        c0 = c0.to(sdt) if c0 is not None else torch.zeros(B, H, dtype=sdt, device=dev)
         dc = dc_T.to(sdt, copy=True) if dc_T is not None else new(B, H).zero_()
         tc, k, deriv = new(B, H), new(B, H), new(B, C)
     else:
@@ -252,10 +253,14 @@ def _backward(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w, b, h0, c0, v0, out, gate
             torch.mul(dv, s, out=du_all[t])
     # after the loop: the parameter gradients as single reductions / GEMMs over all steps
     if core == "indrnn":
-        dw = (dr_all[1:] * out[:-1]).sum((0, 1)) + (dr_all[0] * h0).sum(0)
+        dw = (dr_all[1:] * out[:-1]).sum((0, 1))
+        if h0 is not None:
+            dw += (dr_all[0] * h0).sum(0)
         dh0 = dr_all[0] * w32
     else:
-        dw = torch.mm(dr_all[1:].reshape(-1, C).t(), out[:-1].reshape(-1, H)).addmm_(dr_all[0].t(), h0)
+        dw = torch.mm(dr_all[1:].reshape(-1, C).t(), out[:-1].reshape(-1, H))
+        if h0 is not None:
+            dw.addmm_(dr_all[0].t(), h0)
         dh0 = torch.mm(dr_all[0], w32)
     if b is None:
         db = None
@@ -304,7 +309,7 @@ def _empty(t):
 
 
 @torch.library.custom_op("tritonrnn::step_loop_fwd", mutates_args=(), schema=(
-    "(Tensor u, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? a0, str core, "
+    "(Tensor u, Tensor w_hh, Tensor? b_hh, Tensor? h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? a0, str core, "
     "str dynamics, float mu, float s, float beta, float eps, int restart, int step_offset, bool save) "
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
 def _step_loop_fwd_op(u, w_hh, b_hh, h0, c0, v0, m0, a0, core, dynamics, mu, s, beta, eps, restart, step_offset,
@@ -330,12 +335,14 @@ def _(u, w_hh, b_hh, h0, c0, v0, m0, a0, core, dynamics, mu, s, beta, eps, resta
 
 
 @torch.library.custom_op("tritonrnn::step_loop_bwd", mutates_args=(), schema=(
-    "(Tensor? dout, Tensor? dh_T, Tensor? dc_T, Tensor? dv_T, Tensor? dm_T, Tensor? da_T, Tensor u, Tensor w_hh, "
-    "Tensor? b_hh, Tensor h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? a0, Tensor out, Tensor gates, "
+    "(Tensor? dout, Tensor? dh_T, Tensor? dc_T, Tensor? dv_T, Tensor? dm_T, Tensor? da_T, Tensor? u, "
+    "SymInt[] u_shape, ScalarType u_dtype, Tensor w_hh, "
+    "Tensor? b_hh, Tensor? h0, Tensor? c0, Tensor? v0, Tensor? m0, Tensor? a0, Tensor out, Tensor gates, "
     "Tensor cs, Tensor ck_v, Tensor ck_m, str core, str dynamics, float mu, float s, float beta, float eps, "
     "int restart, int step_offset) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"))
-def _step_loop_bwd_op(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w_hh, b_hh, h0, c0, v0, m0, a0, out, gates, cs, ck_v,
-                      ck_m, core, dynamics, mu, s, beta, eps, restart, step_offset):
+def _step_loop_bwd_op(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, u_shape, u_dtype, w_hh, b_hh, h0, c0, v0, m0, a0, out,
+                      gates, cs, ck_v, ck_m, core, dynamics, mu, s, beta, eps, restart, step_offset):
+    u = _u_carrier(u, u_shape, u_dtype, w_hh)
     with torch.no_grad():
         grads = _backward(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w_hh, b_hh, h0, c0, v0, out, gates, cs, ck_v, ck_m,
                           core, dynamics, mu, s, beta, eps, restart, step_offset)
@@ -351,9 +358,17 @@ def _grad_like(u, w_hh, b_hh, h0, c0, v0, m0, a0, core, dynamics):
             a0 if dynamics == "nesterov" else None)
 
 
+def _u_carrier(u, shape, dtype, like):
+    """u, or where the forward did not save it (only Adam / RMSProp read u in the backward) a zero-stride shape
+    and dtype carrier, never read. Made here, inside the op: passed in, it was a kernel of its own under
+    torch.compile (inductor compiles an empty tensor's fill in C++: seconds of the first call, issue #17)."""
+    return u if u is not None else like.new_empty((), dtype=dtype).expand(shape)
+
+
 @_step_loop_bwd_op.register_fake
-def _(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w_hh, b_hh, h0, c0, v0, m0, a0, out, gates, cs, ck_v, ck_m, core,
-      dynamics, mu, s, beta, eps, restart, step_offset):
+def _(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, u_shape, u_dtype, w_hh, b_hh, h0, c0, v0, m0, a0, out, gates, cs, ck_v,
+      ck_m, core, dynamics, mu, s, beta, eps, restart, step_offset):
+    u = _u_carrier(u, u_shape, u_dtype, w_hh)
     return tuple(_empty(u) if x is None else torch.empty_like(x, memory_format=torch.contiguous_format)
                  for x in _grad_like(u, w_hh, b_hh, h0, c0, v0, m0, a0, core, dynamics))
 
@@ -364,7 +379,7 @@ def _setup(ctx, inputs, output):
     ctx.mark_non_differentiable(*output[6:])   # the saved gates, c_t and drive checkpoints are state, not results
     ctx.hyper = (core, dynamics, mu, s, beta, eps, restart, step_offset)
     ctx.saved = save
-    ctx.save_for_backward(u if _has(dynamics)[1] else _empty(u), w_hh, b_hh, h0, c0, v0, m0, a0, output[0],
+    ctx.save_for_backward(u if _has(dynamics)[1] else None, w_hh, b_hh, h0, c0, v0, m0, a0, output[0],
                           *output[6:])
     ctx.u_meta = (u.shape, u.dtype)
 
@@ -380,11 +395,9 @@ def _backward_rule(ctx, dout, dh_T, dc_T, dv_T, dm_T, da_T, *_saved):
                            "hand-written and not itself differentiable); use the reference cells "
                            "(tritonrnn.reference) for higher-order gradients")
     u, w_hh, b_hh, h0, c0, v0, m0, a0, out, gates, cs, ck_v, ck_m = ctx.saved_tensors
-    if u.numel() == 0:  # not saved (only Adam / RMSProp read u in the backward)
-        shape, dtype = ctx.u_meta
-        u = u.new_empty((), dtype=dtype).expand(shape)  # a zero-stride shape and dtype carrier, never read
-    grads = _step_loop_bwd_op(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, w_hh, b_hh, h0, c0, v0, m0, a0, out, gates, cs,
-                              ck_v, ck_m, *ctx.hyper)
+    shape, dtype = ctx.u_meta
+    grads = _step_loop_bwd_op(dout, dh_T, dc_T, dv_T, dm_T, da_T, u, shape, dtype, w_hh, b_hh, h0, c0, v0, m0, a0,
+                              out, gates, cs, ck_v, ck_m, *ctx.hyper)
     # the op returns an absent gradient as an empty placeholder; which ones are absent follows from the family,
     # not from numel (with an empty batch the gradient of u is a real, zero-size one)
     core, dynamics = ctx.hyper[:2]
@@ -395,3 +408,67 @@ def _backward_rule(ctx, dout, dh_T, dc_T, dv_T, dm_T, da_T, *_saved):
 
 
 _step_loop_fwd_op.register_autograd(_backward_rule, setup_context=_setup)
+
+
+# ------------------------------------------------------------------------------------------ the input GEMM
+def input_drive(x, w_ih, b_ih):
+    """u = x W_ihᵀ + b_ih [T, B, G·H], time-major and contiguous, in the state dtype: one GEMM over all steps
+    (b_ih inside the dynamics, SPEC §1.1), as one op with its backward (dx, dW_ih: one GEMM each; db_ih: one
+    sum). An op and not autograd's addmm so that under torch.compile nothing around the step-loop op is left
+    for inductor to generate: at input size 1 it rewrites the GEMM and its backward as pointwise and reduction
+    kernels and compiles each in C++, most of a compiled module's first call (issue #17)."""
+    return _input_drive_op(x, w_ih, b_ih)
+
+
+@torch.library.custom_op("tritonrnn::input_drive", mutates_args=(),
+                         schema="(Tensor x, Tensor w_ih, Tensor? b_ih) -> Tensor")
+def _input_drive_op(x, w_ih, b_ih):
+    T, B, n_in = x.shape
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    x2, w_t = x.to(sdt).reshape(T * B, n_in), w_ih.to(sdt).T
+    u = torch.mm(x2, w_t) if b_ih is None else torch.addmm(b_ih.to(sdt), x2, w_t)
+    return u.view(T, B, w_ih.shape[0])  # not -1: B may be 0
+
+
+@_input_drive_op.register_fake
+def _(x, w_ih, b_ih):
+    T, B, _ = x.shape
+    return x.new_empty((T, B, w_ih.shape[0]), dtype=torch.promote_types(x.dtype, torch.float32))
+
+
+@torch.library.custom_op("tritonrnn::input_drive_bwd", mutates_args=(),
+                         schema="(Tensor du, Tensor x, Tensor w_ih, bool[] needs) -> (Tensor, Tensor, Tensor)")
+def _input_drive_bwd_op(du, x, w_ih, needs):
+    T, B, n_in = x.shape
+    sdt = torch.promote_types(x.dtype, torch.float32)
+    du2 = du.to(sdt).reshape(T * B, w_ih.shape[0])
+    dx = torch.mm(du2, w_ih.to(sdt)).view(T, B, n_in).to(x.dtype) if needs[0] else _empty(x)
+    dw = torch.mm(du2.t(), x.to(sdt).reshape(T * B, n_in)).to(w_ih.dtype) if needs[1] else _empty(x)
+    db = du2.sum(0).to(w_ih.dtype) if needs[2] else _empty(x)
+    return dx, dw, db
+
+
+@_input_drive_bwd_op.register_fake
+def _(du, x, w_ih, needs):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format) if needs[0] else _empty(x),
+            torch.empty_like(w_ih, memory_format=torch.contiguous_format) if needs[1] else _empty(x),
+            x.new_empty(w_ih.shape[:1]) if needs[2] else _empty(x))
+
+
+def _input_drive_setup(ctx, inputs, output):
+    x, w_ih, b_ih = inputs
+    ctx.save_for_backward(x, w_ih)
+
+
+def _input_drive_backward(ctx, du):
+    if torch.is_grad_enabled():  # as the step-loop op it feeds: not differentiable twice
+        raise RuntimeError("tritonrnn's torch step loop: double backward is not supported (its backward is "
+                           "hand-written and not itself differentiable); use the reference cells "
+                           "(tritonrnn.reference) for higher-order gradients")
+    x, w_ih = ctx.saved_tensors
+    needs = [bool(n) for n in ctx.needs_input_grad[:3]]
+    dx, dw, db = _input_drive_bwd_op(du, x, w_ih, needs)
+    return tuple(g if need else None for g, need in zip((dx, dw, db), needs))
+
+
+_input_drive_op.register_autograd(_input_drive_backward, setup_context=_input_drive_setup)

@@ -54,6 +54,12 @@ def check_hidden(t, name, shape, like):
     return t
 
 
+def _stack(tensors):
+    """torch.stack, as a view for one tensor (one layer, one direction): under torch.compile a stack is a copy
+    kernel that inductor compiles in C++, seconds of the first call (issue #17); the view costs nothing."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
 def check_momentum_state(state, dynamics, shape, like):
     """The `state` dict of the module docstring: known names, fp32 (fp64 for fp64 input), the given shape."""
     if state is None:
@@ -247,9 +253,9 @@ class _RecurrentBase(torch.nn.Module):
             if layer < self.num_layers - 1:
                 layer_input = self._between_layers(layer, layer_input, lengths)
 
-        output, h_n = layer_input, torch.stack(h_n)
-        c_n = torch.stack(c_n) if self._is_lstm else None
-        final = {name: torch.stack(values) for name, values in final.items()}
+        output, h_n = layer_input, _stack(h_n)
+        c_n = _stack(c_n) if self._is_lstm else None
+        final = {name: _stack(values) for name, values in final.items()}
         if packed:
             output = _repack(output, lengths, input)
         elif not batched:
