@@ -5,7 +5,8 @@ family and T, beside torch.compile(nn.LSTM), each point in a fresh process (dyna
         [--batch 8] [--hidden 64] [--compiler inductor] [--compiled-path native-op|step-loop] [--out-dir DIR]
 
 Per point the child process (with an empty inductor cache directory of its own) builds the model (input size
-1, as the papers' pixel tasks), compiles it with fullgraph=True and T marked dynamic, and times with time.perf_counter:
+1, as the papers' pixel tasks), compiles it with fullgraph=True (nn.LSTM without: dynamo refuses to trace it
+and runs it eagerly) and T marked dynamic, and times with time.perf_counter:
 - first_call_s: the first compiled forward + backward (dynamo, AOTAutograd, the compiler; imports and model
   construction excluded),
 - steady_ms: the median of --steps further compiled forward + backward calls at the same T,
@@ -34,6 +35,7 @@ from .results_io import OUT_DIR, OUT_DIR_HELP, environment, result_path
 
 MODELS = ["nn.LSTM", "LSTM", "MomentumLSTM", "SRLSTM", "AdamLSTM", "RMSPropLSTM", "NesterovLSTM",
           "MomentumOrthogonalRNN", "IndRNN"]
+NATIVE_MODELS = ("LSTM", "MomentumLSTM", "SRLSTM")  # of MODELS, the families with a native form (SPEC §1.4)
 SEQ_LENS = [10, 100, 784, 1000, 10000]
 FIELDS = ["timestamp", "commit", "device", "torch", "model", "compiled_path", "compiler", "batch", "input_size",
           "hidden_size", "seq_len", "first_call_s", "steady_ms", "seq_len_2", "second_call_s", "unique_graphs",
@@ -58,7 +60,9 @@ def measure_point(model_name, T, *, batch=8, input_size=1, hidden=64, compiler="
         model = torch.nn.LSTM(input_size, hidden)
     else:
         model = getattr(tnn, model_name)(input_size, hidden, backend="torch")
-    compiled = torch.compile(model, backend=compiler, fullgraph=True)
+    # dynamo refuses to trace nn.LSTM (a graph break, an error under fullgraph=True) and runs it eagerly:
+    # the peer compiles without fullgraph, as a user's torch.compile(nn.LSTM) does
+    compiled = torch.compile(model, backend=compiler, fullgraph=model_name != "nn.LSTM")
     params = [p for p in model.parameters() if p.requires_grad]
 
     def call(T_):
@@ -77,6 +81,10 @@ def measure_point(model_name, T, *, batch=8, input_size=1, hidden=64, compiler="
     T2 = T + 1 if T2 is None else T2
     second = call(T2)
     graphs = counters["stats"]["unique_graphs"]
+    if model_name == "nn.LSTM":
+        compiled_path = "none (dynamo runs nn.LSTM eagerly)"
+    elif model_name not in NATIVE_MODELS:
+        compiled_path = "step-loop"  # no native form: always the step-loop op
     return {"model": model_name, "compiled_path": compiled_path, "compiler": compiler, "batch": batch,
             "input_size": input_size, "hidden_size": hidden, "seq_len": T, "first_call_s": f"{first:.3f}",
             "steady_ms": f"{1e3 * statistics.median(steady):.2f}" if steady else "", "seq_len_2": T2,

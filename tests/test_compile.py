@@ -386,3 +386,23 @@ def test_second_sequence_length_does_not_recompile(name):
             torch.testing.assert_close(got, want, rtol=0, atol=0)  # the same op, the same arithmetic
     n_graphs = sum(s.startswith(TORCH_PATH_OPS) for s in graphs)
     assert n_graphs == 1, graphs
+
+
+def test_compile_time_benchmark_writes_rows(tmp_path):
+    """perf/compile_time.py end to end on a tiny sweep (aot_eager: seconds): a fresh process per point, one CSV
+    row per (model, T) with the measured fields, the second T without a recompile, and the Markdown table."""
+    import csv
+
+    from tritonrnn.perf.compile_time import main
+
+    assert main(["--models", "nn.LSTM,MomentumLSTM,AdamLSTM", "--seq-lens", "5", "--compiler", "aot_eager",
+                 "--steps", "1", "--out-dir", str(tmp_path)]) == 0
+    (folder,) = tmp_path.iterdir()
+    rows = list(csv.DictReader(open(folder / "compile_time.csv")))
+    assert [(r["model"], r["seq_len"], r["note"]) for r in rows] == [
+        ("nn.LSTM", "5", ""), ("MomentumLSTM", "5", ""), ("AdamLSTM", "5", "")]
+    assert [r["compiled_path"] for r in rows[1:]] == ["native-op", "step-loop"]
+    for r in rows:
+        assert float(r["first_call_s"]) > 0 and float(r["steady_ms"]) > 0 and r["recompiled"] == "False"
+    assert [r["unique_graphs"] for r in rows] == ["0", "1", "1"]  # nn.LSTM: dynamo runs it eagerly
+    assert "| MomentumLSTM |" in (folder / "compile_time.md").read_text()
