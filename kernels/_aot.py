@@ -12,11 +12,14 @@ discards, gives registers and spills); shared memory is the compiled metadata's.
 
 Each report row (one configuration on one architecture) carries a key: a hash of the kernel's `cache_key`
 (its source, the jit functions it calls and the constexpr globals it reads), the JIT's signature,
-constexprs, attrs and options for the configuration, the triton version and the ptxas version. The key is
-cheap to compute (no compile), so the report is checked for currency without compiling, and regenerated
-incrementally.
+constexprs, attrs and options for the configuration, the triton version and the ptxas version (ptxas 12.9
+and 13.4 give the same PTX different register counts, e.g. 142 vs 138 for a momentum-scan config on sm_80).
+The key is cheap to compute (no compile), so the report is checked for currency without compiling, and
+regenerated incrementally. Like the JIT's cache key it includes the kernel's starting line: moving a kernel
+down a file makes its rows stale (--write recompiles them, ~1 s a row).
 
-    python -m tritonrnn.kernels._aot --write   recompile rows whose key changed or that are new, drop rows of
+    python -m tritonrnn.kernels._aot --write [--jobs N]
+                                               recompile rows whose key changed or that are new, drop rows of
                                                configurations that no longer exist; rewrite .json and .txt
     python -m tritonrnn.kernels._aot --check   stale / missing / extra rows and uncovered kernels, without
                                                compiling (exit 1 if any)
@@ -425,7 +428,45 @@ def check(path: Path = REPORT, configs=None) -> dict:
             "text_current": text_current, "rows": len(rows)}
 
 
-def write(path: Path = REPORT, configs=None, log=sys.stderr) -> list:
+_WORKER_CONFIGS = None
+
+
+def _compile_job(name: str, arch: int):
+    """One row compiled in a --jobs worker (a spawned interpreter: it imports the kernel modules itself and
+    inherits the pinned environment)."""
+    global _WORKER_CONFIGS
+    if _WORKER_CONFIGS is None:
+        _WORKER_CONFIGS = {cfg.name: cfg for cfg in all_configs()}
+    start = time.perf_counter()
+    return compile_config(_WORKER_CONFIGS[name], arch), time.perf_counter() - start
+
+
+def _compile_all(todo, jobs: int):
+    """Yield (plan item, AotReport or the exception it raised, seconds), in completion order."""
+    if jobs <= 1:
+        for item in todo:
+            start = time.perf_counter()
+            try:
+                rep = compile_config(item[0], item[1], item[3])
+            except Exception as exc:  # handed to write(), which reports it and fails the run
+                rep = exc
+            yield item, rep, time.perf_counter() - start
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: the parent has torch and triton (and their threads) loaded.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_compile_job, item[0].name, item[1]): item for item in todo}
+        for future in as_completed(futures):
+            try:
+                rep, seconds = future.result()
+            except Exception as exc:  # handed to write(), which reports it and fails the run
+                rep, seconds = exc, 0.0
+            yield futures[future], rep, seconds
+
+
+def write(path: Path = REPORT, configs=None, log=sys.stderr, jobs: int = 1) -> list:
     """Recompile the rows whose key changed or that are new, keep the others, drop rows of configurations that
     no longer exist; saves after every compile (an interrupted run keeps its progress). Returns failures."""
     configs = all_configs() if configs is None else configs
@@ -449,18 +490,15 @@ def write(path: Path = REPORT, configs=None, log=sys.stderr) -> list:
         return report
 
     save()
-    for i, (cfg, arch, key, view, ci) in enumerate(todo, 1):
-        start = time.perf_counter()
-        try:
-            rep = compile_config(cfg, arch, view)
-        except Exception as exc:  # recorded and reported; the row stays missing, so --check fails on it
-            failures.append(f"{cfg.name} sm_{arch}: {type(exc).__name__}: {exc}")
+    for i, ((cfg, arch, key, view, ci), rep, seconds) in enumerate(_compile_all(todo, jobs), 1):
+        if isinstance(rep, Exception):  # the row stays missing, so --check fails on it too
+            failures.append(f"{cfg.name} sm_{arch}: {type(rep).__name__}: {rep}")
             print(f"[{i}/{len(todo)}] FAILED {failures[-1]}", file=log)
             continue
         done[(cfg.name, arch)] = _row(cfg, arch, key, view, ci, rep=rep)
         save()
         print(f"[{i}/{len(todo)}] {cfg.name} sm_{arch}: {rep.registers} regs, spills {rep.spill_stores}/"
-              f"{rep.spill_loads}, shared {rep.shared} ({time.perf_counter() - start:.1f} s)", file=log)
+              f"{rep.spill_loads}, shared {rep.shared} ({seconds:.1f} s)", file=log)
     report = save()
     path.with_suffix(".txt").write_text(render_text(report))
     return failures
@@ -501,6 +539,7 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="recompile changed/new rows, drop removed ones")
     parser.add_argument("--check", action="store_true", help="report stale/missing rows without compiling")
     parser.add_argument("--ci", action="store_true", help=f"compile the CI subset for sm_{CI_ARCH}, compare")
+    parser.add_argument("--jobs", type=int, default=1, help="--write: compile in this many processes")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout (for the tests)")
     parser.add_argument("--report", type=Path, default=REPORT, help=f"report path (default {REPORT})")
     args = parser.parse_args(argv)
@@ -514,7 +553,7 @@ def main(argv=None) -> int:
         configs = all_configs()
         if args.write:
             start = time.perf_counter()
-            out["write_failures"] = write(args.report, configs)
+            out["write_failures"] = write(args.report, configs, jobs=args.jobs)
             out["write_seconds"] = round(time.perf_counter() - start, 1)
             rc |= bool(out["write_failures"])
         if args.check:
@@ -548,4 +587,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the package's module, not as __main__: the kernel modules build their AotConfigs from
+    # tritonrnn.kernels._aot, and --jobs workers find _compile_job under that name.
+    from tritonrnn.kernels._aot import main as _main
+
+    sys.exit(_main())

@@ -74,3 +74,62 @@ def test_ci_subset_compiles_and_agrees_with_the_report(aot, report):
     assert {r["name"] for r in ci} == {r["name"] for r in report["rows"] if r["ci"]}
     disagreeing = {f"{r['name']} sm_{r['arch']}": r["problems"] for r in ci if r["problems"]}
     assert disagreeing == {}
+
+
+# The machinery, in a fresh interpreter (real JIT functions): the JIT's specialisation of a constant-mu momentum
+# scan launch, configurations the JIT cannot see rejected, and an incremental --write on a damaged copy of the
+# report recompiling exactly the damaged rows back to the committed values.
+_MACHINERY = r"""
+import dataclasses, json, shutil, sys
+from pathlib import Path
+from tritonrnn.kernels import _aot, scan
+
+cfg = next(c for c in scan.AOT_CONFIGS
+           if _aot._jit_function(c.kernel) is _aot._jit_function(scan._momentum_scan_fwd_kernel)
+           and not c.constexprs["RESTART"])
+view = _aot.jit_view(cfg, 90)
+names = list(_aot._jit_function(cfg.kernel).arg_names)
+out = {"signature": view.signature,
+       "divisible": sorted(names[k[0]] for k, v in view.attrs.items() if ["tt.divisibility", 16] in v),
+       "errors": {}}
+bad = {"restart=2": dataclasses.replace(cfg, constexprs=dict(cfg.constexprs, restart=2)),
+       "T divisible": dataclasses.replace(cfg, divisible=("T",)),
+       "C missing": dataclasses.replace(cfg, signature={k: v for k, v in cfg.signature.items() if k != "C"})}
+for label, wrong in bad.items():
+    try:
+        _aot.jit_view(wrong, 90)
+        out["errors"][label] = None
+    except ValueError as exc:
+        out["errors"][label] = str(exc)
+
+report, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+rows = json.loads(report.read_text())["rows"]
+damaged = json.loads(report.read_text())
+damaged["rows"][0]["key"] = "0"
+damaged["rows"][0]["registers"] = -1
+del damaged["rows"][1]
+damaged["rows"].append(dict(rows[2], name="a configuration that no longer exists"))
+tmp.write_text(json.dumps(damaged))
+with _aot.pinned_environment():
+    out["failures"] = _aot.write(tmp, log=sys.stderr)
+out["rewritten_equal"] = json.loads(tmp.read_text())["rows"] == rows
+out["compiled"] = [r["name"] for r in rows[:2]]
+print(json.dumps(out))
+"""
+
+
+def test_jit_specialisation_rejection_and_incremental_write(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", _MACHINERY, str(REPORT), str(tmp_path / "report.json")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    sig = out["signature"]
+    # _restart_args passes restart = 1 (the JIT's constexpr) and phase = 0; contiguous channel strides are 1.
+    assert sig["restart"] == sig["stride_uc"] == sig["stride_vc"] == "constexpr"
+    assert sig["T"] == sig["C"] == sig["stride_ub"] == "i32" and sig["mu"] == "fp32"
+    assert out["divisible"] == sorted(["U", "V0", "V", "VT", "phase"])
+    errors = out["errors"]
+    assert "'restart'" in errors["restart=2"] and "'T'" in errors["T divisible"] and "'C'" in errors["C missing"]
+    assert out["failures"] == []
+    assert out["rewritten_equal"], f"--write did not restore {out['compiled']} and drop the stale row"
