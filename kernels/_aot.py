@@ -71,7 +71,9 @@ class AotConfig:
     arguments the JIT sees as multiples of 16 (`tt.divisibility=16`): None means every pointer (torch
     allocations are 16-byte aligned); an integer belongs there only where the launcher guarantees it (a 0
     flag, a padded size). `ci`: whether CI compiles this configuration live; None means the first
-    configuration of each kernel. A default configuration must compile with zero spills."""
+    configuration of each kernel. `archs`: the architectures the configuration is launched on (a plan fitted
+    to Hopper's shared memory need not build for sm_80). A default configuration must compile with zero spills
+    and fit the per-block shared memory of each of its archs."""
 
     name: str
     kernel: object
@@ -82,6 +84,7 @@ class AotConfig:
     default: bool = True
     divisible: tuple[str, ...] | None = None
     ci: bool | None = None
+    archs: tuple[int, ...] = ARCHS
 
 
 @dataclasses.dataclass
@@ -303,16 +306,22 @@ def all_configs() -> list:
                 continue
             seen.add(id(cfg))
             if cfg.name in names:
-                raise ValueError(f"AOT config name {cfg.name!r} is used twice ({names[cfg.name]}, {module.__name__})")
-            names[cfg.name] = module.__name__
+                if cfg == names[cfg.name][1]:  # the same launch listed twice compiles once
+                    continue
+                raise ValueError(f"AOT config name {cfg.name!r} names two different configurations "
+                                 f"({names[cfg.name][0]}, {module.__name__})")
+            names[cfg.name] = (module.__name__, cfg)
             configs.append(cfg)
     return configs
 
 
 def ci_configs(configs) -> list:
-    """ci=True configurations; for a kernel with none, its first configuration not marked ci=False."""
+    """ci=True configurations; for a kernel with none, its first configuration not marked ci=False (among
+    those built for the CI architecture)."""
     chosen, by_kernel = [], {}
     for cfg in configs:
+        if CI_ARCH not in cfg.archs:
+            continue
         by_kernel.setdefault(id(_jit_function(cfg.kernel)), []).append(cfg)
     for group in by_kernel.values():
         explicit = [c for c in group if c.ci]
@@ -400,7 +409,10 @@ def _plan(configs):
     ci = {id(c) for c in ci_configs(configs)}
     plan = []
     for cfg in configs:
-        for arch in ARCHS:
+        unknown = set(cfg.archs) - set(ARCHS)
+        if unknown:
+            raise ValueError(f"AOT config {cfg.name!r}: archs {sorted(unknown)} not in {ARCHS}")
+        for arch in cfg.archs:
             view = jit_view(cfg, arch)
             plan.append((cfg, arch, row_key(cfg, arch, view), view, id(cfg) in ci))
     return plan
@@ -555,6 +567,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             out["write_failures"] = write(args.report, configs, jobs=args.jobs)
             out["write_seconds"] = round(time.perf_counter() - start, 1)
+            print(f"--write: {out['write_seconds']} s", file=sys.stderr)
             rc |= bool(out["write_failures"])
         if args.check:
             start = time.perf_counter()
