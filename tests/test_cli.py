@@ -52,10 +52,33 @@ def test_bench_writes_the_papers_table(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
-def test_check_runs_the_kernels_against_the_torch_paths(tmp_path):
+def test_check_runs_every_kernel_against_the_torch_paths(tmp_path, monkeypatch):
+    import re
+
+    import tritonrnn.kernels
+    from tritonrnn.selfcheck import KERNEL_CASES
+
+    # every kernel module (a module or subpackage of tritonrnn.kernels with a @triton.jit kernel) has its cases
+    kernel_dir = tritonrnn.kernels.__path__[0]
+
+    def has_kernel(path):
+        files = [path] if path.endswith(".py") else [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".py")]
+        return any(re.search(r"^@triton\.jit", open(f).read(), re.M) for f in files)
+
+    modules = {name[:-3] if name.endswith(".py") else name for name in os.listdir(kernel_dir)
+               if (name.endswith(".py") or os.path.isdir(os.path.join(kernel_dir, name)))
+               and has_kernel(os.path.join(kernel_dir, name))}
+    assert modules == set(KERNEL_CASES), (modules, set(KERNEL_CASES))
+    # as a user runs it: a fresh process without TRITON_INTERPRET (check switches the interpreter on itself
+    # on a CPU-only machine)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     stdout = _run(["check", "--quick"], tmp_path, timeout=900)
     assert "verdict: all kernels agree" in stdout
-    assert stdout.count("PASS") >= 10
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^(\S.*?)\s+(PASS|FAIL)\s", stdout, re.M)}
+    for module, prefixes in KERNEL_CASES.items():
+        for prefix in prefixes:
+            hits = [verdict for name, verdict in rows.items() if name.startswith(prefix + " ")]
+            assert hits and set(hits) == {"PASS"}, (module, prefix, stdout)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -184,3 +207,31 @@ def test_papers_table_default_includes_the_new_cores_on_triton():
                              for k, v in mod.state_dict().items()})
         torch.testing.assert_close(ref(x), mod(x), atol=1e-5, rtol=1e-5)
     assert pt.build("IndRNN", "eager", shape, "cpu", torch.float32).body.module.recurrent_max == 2 ** (1 / 6)
+
+
+@pytest.mark.skipif(not HAS_MPL, reason="needs matplotlib")
+def test_learning_curves_that_coincide_stay_distinguishable():
+    # The default run's LSTM, MomentumLSTM and SRLSTM sit at chance on the same curve: each model's line
+    # needs its own (colour, line style, marker), or one hides the others
+    from tritonrnn.cli import _figure
+    from tritonrnn.perf.results_io import pyplot
+    from tritonrnn.tasks import make_task
+
+    task = make_task("adding", seq_len=6)
+    cells = ["lstm", "momentum_lstm", "sr_lstm", "adam_lstm", "rmsprop_lstm"]
+    curves = [{"cell": cell, "step": step, "train_loss": 0.17 if i < 3 else 0.1 / step, "mse": 0.17 if i < 3 else 0.1 / step}
+              for i, cell in enumerate(cells) for step in range(1, 31)]
+    plt = pyplot()
+    fig = _figure(plt, curves, task, threshold=task.chance / 2)
+    try:
+        for ax in fig.axes:
+            lines = [line for line in ax.get_lines() if line.get_label() in cells]
+            assert [line.get_label() for line in lines] == cells
+            styles = [(line.get_color(), line.get_linestyle(), line.get_marker()) for line in lines]
+            assert len(set(styles)) == len(cells), styles
+            assert all(marker not in (None, "None", "") for _, _, marker in styles)
+            # the three coinciding curves put their markers on different points
+            offsets = [line.get_markevery() for line in lines[:3]]
+            assert len(set(offsets)) == 3, offsets
+    finally:
+        plt.close(fig)

@@ -8,8 +8,9 @@
   1e-3 / 1e-4), with a change of base (rebase_()) every --rebase-every steps (default never: expRNN).
   IndRNN cores: recurrent_max (default 2^(1/T)) and clip_recurrent_weights_() after every optimizer step.
 - bench: the papers' μs/sample table (tritonrnn.perf.papers_table) on the available device.
-- check: the kernels against the reference on this machine (Triton's interpreter on CPU, the compiled
-  kernels on a GPU) with a one-screen verdict (tritonrnn.selfcheck).
+- check: every Triton kernel (scans, LSTM / RNN / modReLU / Nesterov / momentum-LSTM recurrences, IndRNN,
+  the optimizers' multi-tensor kernels) against the torch path on this machine (Triton's interpreter on
+  CPU, the compiled kernels on a GPU) with a one-screen verdict (tritonrnn.selfcheck, KERNEL_CASES).
 """
 from __future__ import annotations
 
@@ -96,8 +97,9 @@ def build_parser():
     _train_parser(sub)
     b = sub.add_parser("bench", help="the papers' μs/sample table on the available device", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
-    c = sub.add_parser("check", help="self-check the kernels against the reference on this machine")
-    c.add_argument("--quick", action="store_true", help="fewer cases")
+    c = sub.add_parser("check", help="every Triton kernel (scans, recurrences incl. modReLU, IndRNN, optimizers) "
+                                     "against the torch paths on this machine")
+    c.add_argument("--quick", action="store_true", help="fp32 only and smaller shapes (B 2, T 37, H 8)")
     return parser
 
 
@@ -293,17 +295,31 @@ def _write_curves(path, curves, metric_name):
         writer.writerows(curves)
 
 
-def _plot(out_dir, curves, task, threshold):
-    from .perf.results_io import pyplot, save_figure
+# Per-model line styles: cells that do not learn sit on the same curve (LSTM, MomentumLSTM and SRLSTM at
+# chance in the default run), so colour alone would hide all but the last one drawn. Each model gets its own
+# (colour, line style, marker) triple (distinct for up to 40 models: lcm of the cycle lengths 10, 4, 8), and
+# its markers sit on every len(models)-th point with its own offset, so coinciding curves show side by side.
+_COLORS = [f"C{i}" for i in range(10)]
+_LINESTYLES = ["-", "--", "-.", ":"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
-    plt = pyplot()
-    if plt is None:
-        return None
+
+def line_style(index: int, n_models: int, n_points: int) -> dict:
+    """matplotlib keyword arguments for the `index`-th of `n_models` curves of `n_points` points each."""
+    every = max(1, min(n_models, n_points // 4))   # at least ~4 markers per curve
+    return dict(color=_COLORS[index % len(_COLORS)], linestyle=_LINESTYLES[index % len(_LINESTYLES)],
+                marker=_MARKERS[index % len(_MARKERS)], markevery=(index % every, every), markersize=5)
+
+
+def _figure(plt, curves, task, threshold):
+    """The learning-curves figure: train loss and the eval metric against the step, one styled line per model."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for cell in dict.fromkeys(c["cell"] for c in curves):
+    cells = list(dict.fromkeys(c["cell"] for c in curves))
+    for i, cell in enumerate(cells):
         pts = [c for c in curves if c["cell"] == cell]
-        axes[0].plot([p["step"] for p in pts], [p["train_loss"] for p in pts], label=cell)
-        axes[1].plot([p["step"] for p in pts], [p[task.metric_name] for p in pts], label=cell)
+        style = line_style(i, len(cells), len(pts))
+        axes[0].plot([p["step"] for p in pts], [p["train_loss"] for p in pts], label=cell, **style)
+        axes[1].plot([p["step"] for p in pts], [p[task.metric_name] for p in pts], label=cell, **style)
     axes[0].set_ylabel("train loss")
     axes[1].set_ylabel(f"eval {task.metric_name}")
     axes[1].axhline(task.chance, color="grey", ls=":", label="chance")
@@ -313,4 +329,13 @@ def _plot(out_dir, curves, task, threshold):
         ax.set_yscale("log" if task.kind == "regression" else "linear")
         ax.legend(fontsize=8)
     fig.suptitle(f"{task.name}, T = {task.seq_len}")
-    return save_figure(plt, fig, os.path.join(out_dir, "curves.png"))
+    return fig
+
+
+def _plot(out_dir, curves, task, threshold):
+    from .perf.results_io import pyplot, save_figure
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    return save_figure(plt, _figure(plt, curves, task, threshold), os.path.join(out_dir, "curves.png"))
