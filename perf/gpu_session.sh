@@ -27,6 +27,7 @@ PY=${PYTHON:-python}
 if [ "$DRY" = 1 ]; then
     export TRITON_INTERPRET=1 CUDA_VISIBLE_DEVICES=""
     for s in "${!BUDGET[@]}"; do BUDGET[$s]=300; done  # a stop for a hung run, not a size (a loaded CI CPU)
+    REPORT_TIMEOUT=300  # likewise: on a loaded CPU importing torch alone took over 20 s (status 124)
 fi
 for s in "${!BUDGET[@]}"; do  # BUDGET_<section> overrides (after the dry run's: a test may shorten one)
     v=BUDGET_$s; [ -n "${!v:-}" ] && BUDGET[$s]=${!v}
@@ -71,6 +72,6 @@ for s in $SECTIONS; do
     echo "$s $rc" >> "$DIR/status.txt"
     echo "section $s: exit $rc ($DIR/$s-log.txt)"
 done
-timeout 20 $PY -m tritonrnn.perf.gpu_session report --out-dir "$DIR" $DRYFLAG > "$DIR/report-log.txt" 2>&1
+timeout "${REPORT_TIMEOUT:-20}" $PY -m tritonrnn.perf.gpu_session report --out-dir "$DIR" $DRYFLAG > "$DIR/report-log.txt" 2>&1
 echo "report $?" >> "$DIR/status.txt"
 echo "results: $DIR"; cat "$DIR/status.txt"

@@ -4,6 +4,7 @@ TRITON_INTERPRET must be set before any kernel module is imported (triton.jit re
 defined), hence at the very top of conftest. TRITON_F32_DEFAULT=ieee keeps fp32 dots exact for parity.
 """
 import os
+import sys
 
 import torch
 
@@ -15,6 +16,7 @@ os.environ.setdefault("TRITON_F32_DEFAULT", "ieee")
 import pytest  # noqa: E402
 
 from tests import profiles  # noqa: E402,F401  (registers and loads the hypothesis profile)
+from tests.stack_chunk import call_in_large_chunk  # noqa: E402
 
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 
@@ -50,3 +52,12 @@ def pytest_report_header(config):
         return [f"hypothesis profile explore, seed {seed}: replay with "
                 f"HYPOTHESIS_PROFILE=explore python -m pytest --hypothesis-seed={seed} <test id>"]
     return ["hypothesis profile default (derandomized, no database)"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """The whole test loop (setup, call, teardown of every test) runs inside one large frame-stack chunk:
+    CPython 3.11's chunk thrash otherwise cost the interpreter-heavy tests up to 60 % of their CPU time in
+    the kernel (tests/stack_chunk.py). The other implementations of the hook (pytest's own loop) run as usual."""
+    others = session.config.pluginmanager.subset_hook_caller("pytest_runtestloop", remove_plugins=[sys.modules[__name__]])
+    return call_in_large_chunk(lambda: others(session=session))
