@@ -21,6 +21,18 @@ from tests.stack_chunk import call_in_large_chunk  # noqa: E402
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 
 
+@pytest.fixture
+def one_thread():
+    """Run the test's torch ops on one intra-op thread: a long loop of tiny ops (the CLI's training, T = 100 000
+    native LSTM steps) otherwise spends most of its time in OpenMP's fork / join per op. Measured on the shared
+    2-core machine, MomentumLSTM(1, 4) over T = 20 000: 0.5 s of CPU forward + backward on one thread, 4.6 s on
+    two. Tests that are about threads set their own count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def device():
     """Where kernel tests run: the GPU when present, else the CPU under the interpreter."""

@@ -83,17 +83,6 @@ def test_check_runs_every_kernel_against_the_torch_paths(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------------------
 # The orthogonal (DTRIV) and IndRNN cores of issue #8 on the command line and in the papers' table.
-@pytest.fixture
-def one_thread():
-    """Run in-process CLI training on one thread (deterministic, and no OpenMP stalls on a shared CPU)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train_in_process(args, tmp_path):
     from tritonrnn.cli import main
 
