@@ -67,14 +67,15 @@ FAMILY = ["LSTM", "MomentumLSTM", "SRLSTM", "AdamLSTM", "RMSPropLSTM", "Nesterov
 DRY_FAMILY = ["LSTM", "MomentumLSTM", "NesterovLSTM"]
 CUDNN = "torch.nn.LSTM"  # the peer: cuDNN on CUDA, torch's native kernel on the CPU (a dry run)
 # Check cases: (cell, tier, P, dtype, B, H, T), Tier C first (what only a GPU can check: coop_verified), then the
-# tiers the GPU test section also runs. B not a multiple of BB (several batch tiles: several barrier groups), T odd,
-# H 120 not a multiple of the slice. fp32 runs fp32-exact (tf32x3), whose resident W takes 8 bytes an element
-# (dispatch.element_bytes): its Tier C slices fit at H <= 128; bf16 reaches P 32 (64 programs over 2 tiles).
-GPU_CHECKS = [("lstm", "C", 4, "float32", 20, 120, 9), ("lstm", "C", 4, "bfloat16", 20, 256, 9),
-              ("lstm", "C", 32, "bfloat16", 20, 512, 9), ("lstm", "C", 8, "float32", 20, 128, 9),
+# tiers the GPU test section also runs; plans the dispatcher can pick (kernels/recurrence/dispatch.py). B not a
+# multiple of BB (several batch tiles: several barrier groups), T odd, H 120 not a multiple of the slice. fp32 runs
+# fp32-exact (tf32x3, whose resident W takes 8 bytes an element: its Tier C slices fit at H <= 128); bf16 reaches
+# P 16 over 3 batch tiles (48 programs).
+GPU_CHECKS = [("lstm", "C", 4, "float32", 20, 120, 9), ("lstm", "C", 8, "bfloat16", 20, 256, 9),
+              ("lstm", "C", 16, "bfloat16", 40, 256, 9), ("lstm", "C", 8, "float32", 20, 128, 9),
               ("momentum_lstm", "C", 8, "float32", 20, 128, 9), ("nesterov_lstm", "C", 4, "float32", 20, 128, 9),
               ("rnn_tanh", "C", 8, "float32", 20, 128, 9), ("lstm", "A", 1, "float32", 20, 64, 9),
-              ("lstm", "A", 1, "bfloat16", 20, 128, 9), ("lstm", "B", 8, "float32", 20, 256, 9),
+              ("lstm", "A", 1, "bfloat16", 20, 64, 9), ("lstm", "B", 8, "float32", 20, 256, 9),
               ("lstm", "B", 16, "bfloat16", 20, 512, 9)]
 DRY_CHECKS = [("lstm", "A", 1, "float32", 3, 32, 3), ("lstm", "B", 2, "float32", 3, 32, 3),
               ("lstm", "C", 1, "float32", 3, 32, 3), ("lstm", "C", 1, "bfloat16", 3, 32, 3),

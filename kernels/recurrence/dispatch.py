@@ -14,21 +14,29 @@ One step body (step.py), three launch forms (launch.py); P = ⌈H / HS⌉ progra
    read at every call, so a benchmark can force a tier per row.
 2. The measured table of the device class (measured.py, written by `python -m tritonrnn.perf.recurrence_tiers
    --write-table` from a GPU run under perf/results) where it has the exact key and its plan still applies.
-3. The fit rule `fit`, from the compile facts of KERNELS.md §2.3: Tier A where the whole W_hhᵀ fits (fp32/tf32
-   H <= 64, bf16/fp16 H <= 128: beyond, registers spill or shared memory overflows), Tier C at the smallest P
-   whose resident slice fits shared memory and whose grid P·⌈B/BB⌉ is co-resident, else Tier B. Never a resident
-   tier for tf32x3 (its split operands spill). Safety of the default (issue 12): `auto` uses Tier C only on a
-   device class whose measured table says a GPU run showed it correct ("coop_verified"); until then its
-   cross-program barrier is opt-in and `auto` uses Tier A or B, whose only synchronisation is the kernel boundary.
+3. The fit rule `fit`: a resident plan (Tier A, Tier C) only where it compiles without spills within the device's
+   shared memory (`resident_fits`: the shared-memory model and the register rule below); Tier A where the whole
+   W_hhᵀ does (LSTM: H <= 64), else Tier C at the smallest P whose slice does and whose grid P·⌈B/BB⌉ is
+   co-resident, else Tier B. Never a resident tier for tf32x3 (its split operands spill). Safety of the default
+   (issue 12): `auto` uses Tier C only on a device class whose measured table says a GPU run showed it correct
+   ("coop_verified"); until then its cross-program barrier is opt-in and `auto` uses Tier A or B, whose only
+   synchronisation is the kernel boundary.
 
-Shared memory is one model, `resident_smem`, which the AOT report is checked against (tests/kernels): a resident
-program holds its W slice, its staged dot operand (forward h_{t-1} [BB, H], backward dz_{t+1} [BB, G·H], in the
-weight's element size: h and dz are rounded to the weight dtype for the product) and its fp32 result tile
-(forward [BB, G·HS], backward [BB, HS]). At sm_90's 227 KB it reproduces the compiled sizes of KERNELS.md §2.3
-exactly for tf32 H 128 P 2 (152 KB), H 256 P 16 (104 KB), H 512 P 32 BB 32 (200 KB), H 1024 P 128 (194 KB), the
-288 KB that rules out tf32 H 256 P 4, and bounds the others from above (tf32 H 64 Tier A: 84 KB vs 68 compiled);
-it gives KERNELS.md's smallest P (fp32 H 128: 2, 256: 8, 512: 32; bf16 H 256: 4, 512: 16, 1024: 64), except
-fp32 H 1024, whose P 128 needs HS 8 < MIN_HS: Tier B there.
+Shared memory is one model, `resident_smem`, an upper bound of what this step body compiles to (checked against
+the AOT compile of every resident plan up to 227 KB, sm_90: tests/kernels/test_recurrence_dispatch.py): a
+resident program holds its W slice, its staged dot operand (forward h_{t-1} [BB, H] in the weight's dtype, the
+exchange's; backward dz_{t+1} [BB, G·H] fp32, as stored) and its fp32 result tile (forward [BB, G·HS], backward
+[BB, HS]). It also reproduces KERNELS.md §2.3's prototype sizes: tf32 H 128 P 2 (152 KB), H 256 P 16 (104 KB),
+H 512 P 32 BB 32 (200 KB), H 1024 P 128 (194 KB), the 288 KB that rules out tf32 H 256 P 4.
+
+Registers, from the same AOT compile (sm_90, BB 16, 8 warps; a spill is what the AOT test refuses): fp32/tf32
+plans within the shared-memory model never spill (115-216 registers). Half plans spill once the resident slice
+passes 2^15 elements (bf16 LSTM Tier A H 128: 255 registers, 664 bytes spilled; Tier C H 256 HS 64: 304 bytes;
+RNN H 512 HS 128: 136 bytes) and, backward, once H passes 256 (the fp32 dz operand: RNN H 512 spills even at HS
+16). So half plans stay within both (HALF_MAX_SLICE, HALF_BWD_MAX_HK), which moves KERNELS.md's prototype facts
+for bf16 (Tier A H <= 128, P 4 at H 256) to Tier A H <= 64, P 8 at H 256, P 32 at H 512, Tier B at H 1024 and
+for the backward beyond H 256. fp32 keeps KERNELS.md's smallest P (H 128: 2, 256: 8, 512: 32) but H 1024 (P 128
+needs HS 8 < MIN_HS: Tier B); its backward, which stages dz [BB, 4H], reaches H 256.
 """
 from __future__ import annotations
 
@@ -48,9 +56,9 @@ ENV_TIER = "TRITONRNN_RECURRENCE_TIER"
 ENV_P = "TRITONRNN_RECURRENCE_P"
 BB = 16  # batch rows per program: BB 32 spills in the streamed forward (AOT report)
 MIN_HS = 16  # hidden units per program: the backward's dh = dz W_hh[:, slice] is a dot with N = HS (tl.dot: >= 16)
-# Tier A's compile facts (KERNELS.md §2.3, BB 16): tf32 H 128 spills registers (255) and needs 264 KB; bf16 H 128
-# fits (174 registers, 136 KB), bf16 H 256 needs 524 KB. Keyed by the weight's element size.
-TIER_A_MAX_H = {4: 64, 2: 128}
+# The register rule of half resident plans (module docstring): resident W slice elements, and the backward's H.
+HALF_MAX_SLICE = 1 << 15
+HALF_BWD_MAX_HK = 256
 # Shared memory per block where the device does not say (the interpreter, the AOT report): sm_90's.
 DEFAULT_SMEM = SHARED_LIMIT[90]
 
@@ -118,16 +126,29 @@ def _hk(H: int) -> int:
 def resident_smem(plan: Plan, H: int, elt_bytes: int, direction: str = "fwd", gates: int = 4) -> int:
     """Bytes of shared memory one program of `plan` holds (the model of the module docstring). Tiers A / C: the
     resident W slice + the staged operand + the fp32 result tile. Tier B: one K-chunk of the operand and of W
-    per stage (num_stages). Dimensions are the padded tiles (HK, HS)."""
+    per stage (num_stages; the operand at the weight's size forward, fp32 backward). Dimensions are the padded
+    tiles (HK, HS)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     HK, HS, G = _hk(H), plan.HS, gates
     if plan.tier == "B":  # forward [BB, KC] of h and [KC, G·HS] of W; backward [BB, KC] of dz and [KC, HS] of W
-        return plan.num_stages * (plan.BB * plan.KC + plan.KC * (G * HS if direction == "fwd" else HS)) * elt_bytes
+        if direction == "fwd":
+            return plan.num_stages * (plan.BB * plan.KC + plan.KC * G * HS) * elt_bytes
+        return plan.num_stages * (plan.BB * plan.KC * 4 + plan.KC * HS * elt_bytes)
     weights = G * HK * HS * elt_bytes
     if direction == "fwd":
         return weights + plan.BB * HK * elt_bytes + plan.BB * G * HS * 4
-    return weights + plan.BB * G * HK * elt_bytes + plan.BB * HS * 4
+    return weights + plan.BB * G * HK * 4 + plan.BB * HS * 4
+
+
+def resident_fits(plan: Plan, H: int, elt_bytes: int, direction: str, limit: int, gates: int = 4) -> bool:
+    """Whether a resident plan (Tier A / C) compiles within `limit` bytes of shared memory and, for half weights
+    (elt_bytes 2), within the register rule (module docstring)."""
+    if resident_smem(plan, H, elt_bytes, direction, gates) > limit:
+        return False
+    if elt_bytes != 2:
+        return True
+    return gates * _hk(H) * plan.HS <= HALF_MAX_SLICE and (direction == "fwd" or _hk(H) <= HALF_BWD_MAX_HK)
 
 
 def tier_a(H: int) -> Plan:
@@ -148,8 +169,8 @@ def tier_c(HS: int) -> Plan:
 
 
 def _cooperative(H, B, elt, direction, gates, sm_count, limit):
-    """Tier C with the fewest programs per batch tile whose slice fits `limit` and whose grid is co-resident
-    (P·⌈B/BB⌉ <= sm_count), or None. More programs only widen the grid, so the search stops at the first
+    """Tier C with the fewest programs per batch tile whose slice fits (resident_fits, `limit` bytes) and whose
+    grid is co-resident (P·⌈B/BB⌉ <= sm_count), or None. More programs only widen the grid, so the search stops at the first
     P whose grid does not fit."""
     HS = _hk(H) // 2
     while HS >= MIN_HS:
@@ -157,7 +178,7 @@ def _cooperative(H, B, elt, direction, gates, sm_count, limit):
         P, nb = plan.grid(H, B)
         if P * nb > sm_count:
             return None
-        if resident_smem(plan, H, elt, direction, gates) <= limit:
+        if resident_fits(plan, H, elt, direction, limit, gates):
             return plan
         HS //= 2
     return None
@@ -172,7 +193,7 @@ def fit(H: int, B: int, dtype: torch.dtype, direction: str, precision: str, sm_c
     elt = element_bytes(dtype, precision)
     limit = smem_per_block or DEFAULT_SMEM
     if precision != "tf32x3":  # resident tf32x3 tiles spill kilobytes (KERNELS.md §2.5)
-        if H <= TIER_A_MAX_H[elt] and resident_smem(tier_a(H), H, elt, direction, gates) <= limit:
+        if resident_fits(tier_a(H), H, elt, direction, limit, gates):
             return tier_a(H)
         if cooperative and sm_count:
             plan = _cooperative(H, B, elt, direction, gates, sm_count, limit)

@@ -32,15 +32,16 @@ def _plan(H, B, dtype, direction="fwd", precision=None):
 
 
 # ------------------------------------------------------------------------------------------ the fit rule
-# Smallest P per H (None: Tier B) at B 16 on 132 SMs with 227 KB: KERNELS.md §2.3's compile facts for the forward;
-# fp32 H 1024 needs P 128 (HS 8 < MIN_HS): Tier B. The backward stages dz_{t+1} [BB, 4H] beside its slice: the
-# forward's P, or Tier B where a 128 KB slice + 4H·BB of dz exceed 227 KB (fp32 H 512, half H 1024).
+# Smallest P per H (None: Tier B) at B 16 on 132 SMs with 227 KB. fp32: KERNELS.md §2.3's compile facts, but H 1024
+# (P 128 needs HS 8 < MIN_HS); the backward stages dz_{t+1} [BB, 4H] fp32 beside its slice: Tier B at H 512. Half:
+# the register rule (slices of at most 2^15 elements; backward H <= 256), from this step body's AOT compile.
 SMALLEST_P = {
     (torch.float32, "tf32"): ({32: 1, 64: 1, 128: 2, 256: 8, 512: 32, 1024: None},
                               {32: 1, 64: 1, 128: 2, 256: 8, 512: None, 1024: None}),
-    (torch.bfloat16, "ieee"): ({64: 1, 128: 1, 256: 4, 512: 16, 1024: 64},
-                               {64: 1, 128: 1, 256: 4, 512: 16, 1024: None}),
-    (torch.float16, "ieee"): ({128: 1, 256: 4, 512: 16, 1024: 64}, {128: 1, 256: 4, 512: 16, 1024: None}),
+    (torch.bfloat16, "ieee"): ({64: 1, 128: 2, 256: 8, 512: 32, 1024: None},
+                               {64: 1, 128: 2, 256: 8, 512: None, 1024: None}),
+    (torch.float16, "ieee"): ({64: 1, 128: 2, 256: 8, 512: 32, 1024: None},
+                              {64: 1, 128: 2, 256: 8, 512: None, 1024: None}),
 }
 
 
@@ -56,10 +57,11 @@ def test_fit_gives_the_smallest_p_of_the_compile_facts(dtype, precision, directi
             assert (plan.tier, plan.programs(H)) == ("A" if P == 1 else "C", P), (H, plan)
 
 
-def test_tier_a_serves_exactly_the_compile_facts():
-    """Tier A: fp32/tf32 H <= 64, bf16/fp16 H <= 128 (both directions, with or without a GPU)."""
+def test_tier_a_serves_the_lstm_up_to_h_64():
+    """Tier A for the LSTM (4 gates): H <= 64 in every dtype, both directions, with or without a GPU (fp32 H 128
+    needs 296 KB; half H 128 spills: 255 registers). The RNN (1 gate) up to H 128."""
     for H in range(1, 300, 7):
-        for dtype, limit in ((torch.float32, 64), (torch.bfloat16, 128), (torch.float16, 128)):
+        for dtype, limit in ((torch.float32, 64), (torch.bfloat16, 64), (torch.float16, 64)):
             precision = "tf32" if dtype == torch.float32 else "ieee"
             for direction in ("fwd", "bwd"):
                 for facts in ((132, 227 * KB), (None, None)):
@@ -67,6 +69,8 @@ def test_tier_a_serves_exactly_the_compile_facts():
                     assert (plan.tier == "A") == (H <= limit), (H, dtype, direction, facts, plan)
                     if plan.tier == "A":
                         assert plan.programs(H) == 1 and plan.HS >= H
+                    rnn = dispatch.fit(H, 64, dtype, direction, precision, *facts, gates=1)
+                    assert (rnn.tier == "A") == (H <= 128), (H, dtype, direction, facts, rnn)
 
 
 @pytest.mark.parametrize("plan,H,elt,compiled_kb,exact", [
@@ -111,11 +115,40 @@ def test_every_plan_fits_and_a_cooperative_grid_never_exceeds_the_sms(sm_count, 
                         elt = dispatch.element_bytes(dtype, precision)
                         if plan.tier != "B":
                             assert dispatch.resident_smem(plan, H, elt, direction, gates) <= smem, (H, B, plan)
+                            if dtype != torch.float32:  # the half register rule
+                                assert gates * dispatch._hk(H) * plan.HS <= 1 << 15, (H, B, plan)
+                                assert direction == "fwd" or H <= 256, (H, B, plan)
                         if plan.tier == "A":
                             assert plan.programs(H) == 1
                         if plan.tier == "C":
                             P, nb = plan.grid(H, B)
                             assert 1 < P and P * nb <= sm_count, (H, B, plan, sm_count)
+
+
+def test_the_models_bound_this_step_bodys_aot_compile():
+    """The committed AOT report (perf/results/aot-compile-report.json: every plan the dispatcher can pick, as the JIT
+    compiles it) against the models: compiled shared memory never above resident_smem, and no resident plan the
+    rule admits spills. (That the report covers every plan is tests/kernels/test_compile.py's check.)"""
+    import json
+    import pathlib
+    import re
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "perf" / "results" / "aot-compile-report.json"
+    name = re.compile(r"recurrence_(fwd|bwd)_(\w+?)_(fp32|bf16|fp16)_(tf32x3|tf32|ieee)_H(\d+)_([ABC])\d+_HS(\d+)"
+                      r"_BB(\d+)_KC(\d+)_w(\d+)")
+    gates = {"lstm": 4, "nesterov_lstm": 4, "momentum_lstm": 4, "rnn_tanh": 1, "rnn_relu": 1, "rnn_modrelu": 1}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    for row in json.loads(path.read_text())["rows"]:
+        m = name.match(row["name"])
+        if not m or row["arch"] != 90:
+            continue
+        direction, cell, dt, precision, H, tier, HS, BB, KC, warps = m.groups()
+        plan = dispatch.Plan(tier, int(HS), int(BB), int(KC), int(warps))
+        elt = dispatch.element_bytes(dtypes[dt], precision)
+        model = dispatch.resident_smem(plan, int(H), elt, direction, gates[cell])
+        assert row["shared"] <= model, (row["name"], row["shared"], model)
+        if tier != "B" and dispatch.resident_fits(plan, int(H), elt, direction, 227 * KB, gates[cell]):
+            assert row["spill_stores"] + row["spill_loads"] == 0, row
 
 
 def test_tier_c_grows_the_grid_only_up_to_the_sm_count():
