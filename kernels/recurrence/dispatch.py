@@ -22,15 +22,16 @@ One step body (step.py), three launch forms (launch.py); P = ⌈H / HS⌉ progra
    ("coop_verified"); until then its cross-program barrier is opt-in and `auto` uses Tier A or B, whose only
    synchronisation is the kernel boundary.
 
-Shared memory is one model, `resident_smem`, an upper bound of what this step body compiles to (checked against
-the AOT compile of every resident plan up to 227 KB, sm_90: tests/kernels/test_recurrence_dispatch.py): a
+Shared memory is one model, `resident_smem`, an upper bound of what this step body compiles to (set from the AOT
+compile of every resident plan up to 227 KB on sm_90, and of every plan `fit` picks on sm_90 and sm_80; the
+committed AOT report is held to it by tests/kernels/test_recurrence_dispatch.py): a
 resident program holds its W slice, its staged dot operand (forward h_{t-1} [BB, H] in the weight's dtype, the
 exchange's; backward dz_{t+1} [BB, G·H] fp32, as stored) and its fp32 result tile (forward [BB, G·HS], backward
 [BB, HS]). It also reproduces KERNELS.md §2.3's prototype sizes: tf32 H 128 P 2 (152 KB), H 256 P 16 (104 KB),
 H 512 P 32 BB 32 (200 KB), H 1024 P 128 (194 KB), the 288 KB that rules out tf32 H 256 P 4.
 
 Registers, from the same AOT compile (sm_90, BB 16, 8 warps; a spill is what the AOT test refuses): fp32/tf32
-plans within the shared-memory model never spill (115-216 registers). Half plans spill once the resident slice
+plans within the shared-memory model never spill (at most 204 registers). Half plans spill once the resident slice
 passes 2^15 elements (bf16 LSTM Tier A H 128: 255 registers, 664 bytes spilled; Tier C H 256 HS 64: 304 bytes;
 RNN H 512 HS 128: 136 bytes) and, backward, once H passes 256 (the fp32 dz operand: RNN H 512 spills even at HS
 16). So half plans stay within both (HALF_MAX_SLICE, HALF_BWD_MAX_HK), which moves KERNELS.md's prototype facts
