@@ -94,7 +94,7 @@ def _train_in_process(args, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="the digits tasks need scikit-learn")
-def test_momentum_orthogonal_rnn_learns_permuted_digits(tmp_path, one_thread, capsys):
+def test_momentum_orthogonal_rnn_learns_permuted_digits(tmp_path, capsys):
     # `--model <class name>` and the `pdigits` alias; 30 steps of batch 32 reach well above chance (0.12)
     rows = _train_in_process(["--task", "pdigits", "--model", "MomentumOrthogonalRNN", "--steps", "30",
                               "--eval-every", "10", "--batch", "32", "--hidden", "32", "--lr", "0.003"], tmp_path)
@@ -106,7 +106,7 @@ def test_momentum_orthogonal_rnn_learns_permuted_digits(tmp_path, one_thread, ca
     assert "U at lr 0.0003" in capsys.readouterr().out   # DTRIV's 10x smaller lr for the orthogonal parameter
 
 
-def test_indrnn_learns_adding_with_frank_wolfe(tmp_path, one_thread, capsys):
+def test_indrnn_learns_adding_with_frank_wolfe(tmp_path, capsys):
     # `--optimizer frankwolfe` alias, recurrent_max = 2^(1/T) clipped after every step
     rows = _train_in_process(["--task", "adding", "--model", "IndRNN", "--optimizer", "frankwolfe", "--lr", "0.003",
                               "--seq-len", "10", "--steps", "400", "--eval-every", "100", "--batch", "64",

@@ -15,6 +15,9 @@ import torch
 import tritonrnn
 from tritonrnn.optim import SRSGD, FrankWolfe
 
+# Determinism as a user's process has it: the machine's intra-op thread count, not the suite's one (conftest.py)
+pytestmark = pytest.mark.usefixtures("machine_threads")
+
 T, B, IN, H = 5, 2, 3, 4
 
 

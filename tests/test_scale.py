@@ -71,7 +71,7 @@ def _run(module, x, call):
 
 
 # ------------------------------------------------------------------------------------ torch, T = 100 000
-def test_momentum_lstm_100k_steps_torch_backend(one_thread):
+def test_momentum_lstm_100k_steps_torch_backend():
     """Native path plus the reference scan at T = 100 000 (one graph of ~3·10^5 scan nodes). Oracle: the
     same sequence as two truncated-BPTT chunks under no_grad (hx, state and step_offset carried); a graph
     of both (or checkpoint_sequence, tests/nn/test_checkpoint.py) would double the test's time."""
@@ -93,7 +93,7 @@ def test_momentum_lstm_100k_steps_torch_backend(one_thread):
         assert torch.isfinite(g).all() and g.abs().sum() > 0, name
 
 
-def test_adam_lstm_100k_steps_torch_backend(one_thread):
+def test_adam_lstm_100k_steps_torch_backend():
     """The fused step loop at T = 100 000: ~10^6 autograd nodes, built, run backward and freed without
     recursion. One call under no_grad is the oracle of the outputs (a second graph would double the
     test's time); the graph-building run is two truncated-BPTT chunks with the gradient flowing across."""

@@ -18,6 +18,9 @@ import tritonrnn.nn as tnn
 from tests.conftest import ON_GPU
 from tritonrnn.reference import STATE_NAMES
 
+# Concurrency as a user's process has it: the machine's intra-op thread count, not the suite's one (conftest.py)
+pytestmark = pytest.mark.usefixtures("machine_threads")
+
 T, B, IN, H = 3, 2, 2, 4
 THREADS = 4
 # One case per launch family on the Triton backend (recurrence, scan + recurrence, Nesterov in the loop,
