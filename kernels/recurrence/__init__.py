@@ -231,19 +231,21 @@ def momentum_lstm_recurrence(u, weight_hh, bias_hh, h0, c0, v0, mu, s, restart, 
 
 
 # ----------------------------------------------------------------------------------------------------
-# AOT compile configurations (kernels/_aot.py): every plan the dispatcher can pick on an H100/H200 for
-# H ∈ {32 … 1024}, B ∈ {1 … 256} (issue 12 item 6), for both cores' gate counts and every dot mode, plus the
-# other cells at one plan each. The fit rule is evaluated with the Hopper facts (132 SMs, 227 KiB per block),
-# once with Tier C allowed (forced / measured tables) and once without (`auto` before a verified GPU run).
+# AOT compile configurations (kernels/_aot.py): every plan the dispatcher can pick for H ∈ {32 … 1024},
+# B ∈ {1 … 256} (issue 12 item 6), for both cores' gate counts and every dot mode, plus the other cells at one
+# plan each. The fit rule is evaluated per architecture with that architecture's facts — sm_80: an A100's 108
+# SMs and 163 KiB per block, sm_90: an H100/H200's 132 SMs and 227 KiB — once with Tier C allowed (a forced or
+# measured choice) and once without (`auto` before a verified GPU run); a plan is compiled for the
+# architectures that can pick it.
 AOT_H = (32, 64, 128, 256, 512, 1024)
 AOT_B = (1, 16, 64, 128, 256)
-_HOPPER = (132, 232448)
+ARCH_FACTS = {80: (108, 163 * 1024), 90: (132, 227 * 1024)}
 _CELL_NAMES = {LSTM: "lstm", RNN_TANH: "rnn_tanh", RNN_RELU: "rnn_relu", NESTEROV_LSTM: "nesterov_lstm",
                MOMENTUM_LSTM: "momentum_lstm", RNN_MODRELU: "rnn_modrelu"}
 _TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _aot(direction, cell, dtype, prec, H, plan, save=True):
+def _aot(direction, cell, dtype, prec, H, plan, save=True, archs=(80, 90)):
     HK = max(16, 1 << (H - 1).bit_length())
     tiles = dict(BB=plan.BB, HS=plan.HS, HK=HK, KC=plan.KC, RESIDENT=plan.tier in ("A", "C"),
                  LOCAL=plan.tier == "A", COOP=plan.tier == "C", PRECISION=prec, WIDEN=False)
@@ -272,33 +274,35 @@ def _aot(direction, cell, dtype, prec, H, plan, save=True):
     suffix = "" if save else "_infer"
     name = (f"recurrence_{direction}_{_CELL_NAMES[cell]}_{dtype}_{prec}_H{H}_{plan.tier}{P}_HS{plan.HS}"
             f"_BB{plan.BB}_KC{plan.KC}_w{plan.num_warps}{suffix}")
-    return AotConfig(name, kernel, sig, cons, num_warps=plan.num_warps, num_stages=plan.num_stages)
+    return AotConfig(name, kernel, sig, cons, num_warps=plan.num_warps, num_stages=plan.num_stages,
+                     archs=tuple(archs))
 
 
-def _dispatch_configs():
-    seen = {}
+def _picked(direction, cell, dtype, prec, H, Bs=AOT_B):
+    """{plan: archs that can pick it} for one cell / dtype / mode / H over the batch sizes."""
+    gates = GATES[cell]
+    picked = {}
+    for arch, (sms, smem) in ARCH_FACTS.items():
+        for B in Bs:
+            for cooperative in (True, False):
+                plan = dispatch.fit(H, B, _TORCH_DTYPE[dtype], direction, prec, sms, smem, gates,
+                                    cooperative=cooperative)
+                picked.setdefault(plan, set()).add(arch)
+    return picked
+
+
+def _configs():
+    out = []
     for direction in ("fwd", "bwd"):
         for cell in (LSTM, RNN_TANH):
-            gates = GATES[cell]
             for dtype, prec in (("fp32", "tf32"), ("fp32", "tf32x3"), ("bf16", "ieee")):
                 for H in AOT_H:
-                    for B in AOT_B:
-                        for facts in (_HOPPER, (None, None)):
-                            plan = dispatch.fit(H, B, _TORCH_DTYPE[dtype], direction, prec, *facts, gates=gates)
-                            key = (direction, cell, dtype, prec, H, plan)
-                            if key not in seen:
-                                seen[key] = _aot(direction, cell, dtype, prec, H, plan)
-    return list(seen.values())
-
-
-def _other_cells():
-    out = []
-    for cell in (RNN_RELU, RNN_MODRELU, NESTEROV_LSTM, MOMENTUM_LSTM):
-        gates = GATES[cell]
-        for direction in ("fwd", "bwd"):
+                    for plan, archs in _picked(direction, cell, dtype, prec, H).items():
+                        out.append(_aot(direction, cell, dtype, prec, H, plan, archs=sorted(archs)))
+        for cell in (RNN_RELU, RNN_MODRELU, NESTEROV_LSTM, MOMENTUM_LSTM):
             for dtype, prec, H in (("fp32", "tf32", 256), ("bf16", "ieee", 1024), ("fp16", "ieee", 64)):
-                plan = dispatch.fit(H, 128, _TORCH_DTYPE[dtype], direction, prec, *_HOPPER, gates=gates)
-                out.append(_aot(direction, cell, dtype, prec, H, plan))
+                for plan, archs in _picked(direction, cell, dtype, prec, H, Bs=(128,)).items():
+                    out.append(_aot(direction, cell, dtype, prec, H, plan, archs=sorted(archs)))
     # evaluation (no saved activations) at the papers' shape
     out.append(_aot("fwd", LSTM, "fp32", "tf32", 256,
                     dispatch.fit(256, 128, torch.float32, "fwd", "tf32", None, None), save=False))
@@ -309,4 +313,4 @@ _PROBE = AotConfig("recurrence_barrier_probe", _barrier_probe_kernel,
                    {"cnt_ptr": "*i32", "err_ptr": "*i32", "steps": "i32", "max_spin": "i32"}, {}, num_warps=4,
                    num_stages=1)
 
-AOT_CONFIGS = _dispatch_configs() + _other_cells() + [_PROBE]
+AOT_CONFIGS = _configs() + [_PROBE]

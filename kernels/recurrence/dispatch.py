@@ -215,7 +215,7 @@ def _env_programs():
     return P or None
 
 
-def _forced(tier, H, B, dtype, direction, precision, facts) -> Plan:
+def _forced(tier, H, B, dtype, direction, precision, facts, gates=4) -> Plan:
     """The plan TRITONRNN_RECURRENCE_TIER asks for. Tier C without P: the fit rule's Tier C (verified or not),
     P = 1 off a GPU. A plan the model says overflows the device's shared memory, or a Tier C search that finds
     no co-resident grid, is a ValueError (a benchmark records it as "not applicable"); launch.py refuses the
@@ -235,12 +235,12 @@ def _forced(tier, H, B, dtype, direction, precision, facts) -> Plan:
     elif facts.sm_count is None:
         plan = tier_c(HK)  # the interpreter runs programs one at a time: only P = 1 can meet its barrier
     else:
-        plan = _cooperative(H, B, elt, direction, 4, facts.sm_count, facts.smem_per_block or DEFAULT_SMEM)
+        plan = _cooperative(H, B, elt, direction, gates, facts.sm_count, facts.smem_per_block or DEFAULT_SMEM)
         if plan is None:
             raise ValueError(f"{ENV_TIER}=C at H={H}, B={B}, {dtype}, {direction}: no P with a slice in "
                              f"{facts.smem_per_block} bytes of shared memory and a grid of at most "
                              f"{facts.sm_count} co-resident programs")
-    need = resident_smem(plan, H, elt, direction)
+    need = resident_smem(plan, H, elt, direction, gates)
     if facts.smem_per_block and need > facts.smem_per_block:
         raise ValueError(f"{ENV_TIER}={tier} at H={H}, {dtype} ({precision}), {direction}: {plan} needs {need} "
                          f"bytes of shared memory per program; the device has {facts.smem_per_block}")
@@ -283,8 +283,10 @@ def _measured_plan(entry, H, B, precision, facts, verified):
     return plan
 
 
-def plan_for(H: int, B: int, dtype: torch.dtype, device, direction: str, precision: str | None = None) -> Plan:
-    """The plan of one call (module docstring). precision: launch.precision(dtype, device) unless given."""
+def plan_for(H: int, B: int, dtype: torch.dtype, device, direction: str, precision: str | None = None,
+             gates: int = 4) -> Plan:
+    """The plan of one call (module docstring). precision: launch.precision(dtype, device) unless given;
+    gates: G of the cell (4 for the LSTM family, 1 for the RNN cells), which sizes the resident slice."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     device = torch.device(device)
@@ -297,9 +299,10 @@ def plan_for(H: int, B: int, dtype: torch.dtype, device, direction: str, precisi
     if tier:
         if tier not in TIERS:
             raise ValueError(f"{ENV_TIER} must be one of {TIERS}, got {os.environ[ENV_TIER]!r}")
-        return _forced(tier, H, B, dtype, direction, precision, facts)
+        return _forced(tier, H, B, dtype, direction, precision, facts, gates)
     verified = coop_verified(facts.device_class)
     plan = _measured_plan(_entry(facts.device_class, H, B, dtype, direction), H, B, precision, facts, verified)
     if plan is not None:
         return plan
-    return fit(H, B, dtype, direction, precision, facts.sm_count, facts.smem_per_block, cooperative=verified)
+    return fit(H, B, dtype, direction, precision, facts.sm_count, facts.smem_per_block, gates,
+               cooperative=verified)

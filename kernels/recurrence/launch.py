@@ -160,7 +160,7 @@ def forward(a, weight_hh, bias_hh, h0, c0, ns0, *, cell, save, time_major, s, mu
     H = weight_hh.shape[1]
     lstm = GATES[cell] == 4
     if plan is None:
-        plan = dispatch.plan_for(H, B, weight_hh.dtype, a.device, "fwd")
+        plan = dispatch.plan_for(H, B, weight_hh.dtype, a.device, "fwd", gates=GATES[cell])
     P, nb = _check_plan(plan, H, B, a.device)
     w = weight_hh.contiguous()
     meta = _meta(plan, H, w, a)
@@ -212,7 +212,7 @@ def backward(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, *, cell, mu, restart
     G = GATES[cell]
     GH = G * H
     if plan is None:
-        plan = dispatch.plan_for(H, B, weight_hh.dtype, hs.device, "bwd")
+        plan = dispatch.plan_for(H, B, weight_hh.dtype, hs.device, "bwd", gates=G)
     P, nb = _check_plan(plan, H, B, hs.device)
     w = weight_hh.contiguous()
     meta = _meta(plan, H, w, hs)

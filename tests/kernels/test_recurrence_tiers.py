@@ -188,13 +188,14 @@ def test_double_backward_says_unsupported(monkeypatch):
         torch.autograd.grad(out.sum(), leaves[1], create_graph=True)
 
 
-@pytest.mark.parametrize("H,dtype,tier", [(64, torch.float32, "A"), (65, torch.float32, "B"),
-                                          (64, torch.bfloat16, "A"), (65, torch.bfloat16, "B")])
-def test_auto_never_picks_tier_c_off_gpu(H, dtype, tier, monkeypatch):
-    """`auto` on the interpreter (no SM count): Tier A where W_hhᵀ fits on chip without spills (the LSTM: H <= 64,
-    half H 128 spills, kernels/recurrence/dispatch.py), else Tier B; never C."""
+@pytest.mark.parametrize("H,dtype,gates,tier", [
+    (64, torch.float32, 4, "A"), (65, torch.float32, 4, "B"), (64, torch.bfloat16, 4, "A"),
+    (65, torch.bfloat16, 4, "B"), (128, torch.bfloat16, 1, "A"), (129, torch.float16, 1, "B")])
+def test_auto_never_picks_tier_c_off_gpu(H, dtype, gates, tier, monkeypatch):
+    """`auto` on the interpreter (no SM count): Tier A where W_hhᵀ fits on chip (a half LSTM to H 64, a half
+    RNN — a quarter of the slice — to H 128), else Tier B; never C. The cell's gate count reaches the rule."""
     monkeypatch.delenv("TRITONRNN_RECURRENCE_TIER", raising=False)
-    plan = dispatch.plan_for(H, 128, dtype, torch.device("cpu"), "fwd")
+    plan = dispatch.plan_for(H, 128, dtype, torch.device("cpu"), "fwd", gates=gates)
     assert plan.tier == tier
 
 
