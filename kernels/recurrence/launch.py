@@ -151,6 +151,18 @@ def _output(a: torch.Tensor, width: int, time_major: bool) -> torch.Tensor:
     return torch.empty(B, T, width, device=a.device, dtype=a.dtype)
 
 
+def _run(plan, T, device, key, launch, err, what):
+    """Run the T steps of a plan: Tier B one launch per step (through the graph cache), Tiers A / C one launch,
+    Tier C's barrier flag checked after it. `launch(begin, end)` runs steps [begin, end)."""
+    with device_guard(device):
+        if plan.tier == "B":
+            GRAPHS.run(_key(*key, T, plan), device, lambda: [launch(i, i + 1) for i in range(T)])
+        else:
+            launch(0, T)
+            if plan.tier == "C":
+                _check_barrier(err, what)
+
+
 def forward(a, weight_hh, bias_hh, h0, c0, ns0, *, cell, save, time_major, s, mu, restart, step_offset,
             plan=None):
     """Returns (out [B,T,H] in a's dtype, hs, cs, ns, gates): hs/cs fp32 slot buffers ([T+1, B, H] when
@@ -191,14 +203,7 @@ def forward(a, weight_hh, bias_hh, h0, c0, ns0, *, cell, save, time_major, s, mu
         _recurrence_fwd_kernel[(P, nb)](*args, B, H, t_begin, t_end, nslot, *strides, *scalars, **consts,
                                         **_launch_kwargs(plan, a.device))
 
-    with device_guard(a.device):
-        if plan.tier == "B":
-            GRAPHS.run(_key("fwd", *args, *strides, *scalars, T, plan, tuple(consts.items())), a.device,
-                       lambda: [launch(t, t + 1) for t in range(T)])
-        else:
-            launch(0, T)
-            if plan.tier == "C":
-                _check_barrier(err, "forward")
+    _run(plan, T, a.device, ("fwd", *args, *strides, *scalars, tuple(consts.items())), launch, err, "forward")
     return out, hs, cs if lstm else None, ns, gates
 
 
@@ -237,14 +242,7 @@ def backward(dout, dhT, dcT, dnT, weight_hh, hs, cs, gates, *, cell, mu, restart
         _recurrence_bwd_kernel[(P, nb)](*args, B, H, T, r_begin, r_end, *sd, *scalars, **consts,
                                         **_launch_kwargs(plan, hs.device))
 
-    with device_guard(hs.device):
-        if plan.tier == "B":
-            GRAPHS.run(_key("bwd", *args, *sd, *scalars, T, plan, tuple(consts.items())), hs.device,
-                       lambda: [launch(r, r + 1) for r in range(T)])
-        else:
-            launch(0, T)
-            if plan.tier == "C":
-                _check_barrier(err, "backward")
+    _run(plan, T, hs.device, ("bwd", *args, *sd, *scalars, tuple(consts.items())), launch, err, "backward")
     return dz, dc, dn, dv
 
 

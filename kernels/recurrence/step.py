@@ -80,6 +80,18 @@ def _w_tile(w_ptr, row0, H, ks, cols, kmask, cmask):
 
 
 @triton.jit
+def _program_tile(B, H, BB: tl.constexpr, HS: tl.constexpr):
+    """Program (p, bt) of the grid (P, ⌈B/BB⌉): its batch tile (rows) and hidden units (cols), with masks."""
+    p = tl.program_id(0)
+    bt = tl.program_id(1)
+    rows = bt * BB + tl.arange(0, BB)
+    rmask = rows < B
+    cols = p * HS + tl.arange(0, HS)
+    cmask = cols < H
+    return bt, tl.num_programs(0), rows, rmask, rows.to(tl.int64), cols, cmask, rmask[:, None] & cmask[None, :]
+
+
+@triton.jit
 def _barrier(cnt_ptr, err_ptr, target, budget):
     """Meet the other programs of this batch tile: monotonic counter (never reset within a launch), one
     release arrival, an acquire poll, bar.sync on both sides so every thread's h_t stores precede the
@@ -151,15 +163,7 @@ def _recurrence_fwd_kernel(
 ):
     G: tl.constexpr = 1 if (CELL == 1 or CELL == 2 or CELL == 5) else 4
     HAS_N: tl.constexpr = CELL == 3 or CELL == 4
-    p = tl.program_id(0)
-    bt = tl.program_id(1)
-    P = tl.num_programs(0)
-    rows = bt * BB + tl.arange(0, BB)
-    rmask = rows < B
-    rows64 = rows.to(tl.int64)
-    cols = p * HS + tl.arange(0, HS)
-    cmask = cols < H
-    m2 = rmask[:, None] & cmask[None, :]
+    bt, P, rows, rmask, rows64, cols, cmask, m2 = _program_tile(B, H, BB, HS)
     GH = G * H
     BH = tl.cast(B, tl.int64) * H  # one slot of hs / cs / xs
     h_off = rows64[:, None] * H + cols[None, :]
@@ -312,15 +316,7 @@ def _recurrence_bwd_kernel(
     (fp32) — the exchange for step t-1 and the input of the weight-gradient GEMMs after the loop."""
     G: tl.constexpr = 1 if (CELL == 1 or CELL == 2 or CELL == 5) else 4
     HAS_N: tl.constexpr = CELL == 3 or CELL == 4
-    p = tl.program_id(0)
-    bt = tl.program_id(1)
-    P = tl.num_programs(0)
-    rows = bt * BB + tl.arange(0, BB)
-    rmask = rows < B
-    rows64 = rows.to(tl.int64)
-    cols = p * HS + tl.arange(0, HS)
-    cmask = cols < H
-    m2 = rmask[:, None] & cmask[None, :]
+    bt, P, rows, rmask, rows64, cols, cmask, m2 = _program_tile(B, H, BB, HS)
     GH = G * H
     BH = tl.cast(B, tl.int64) * H
     h_off = rows64[:, None] * H + cols[None, :]
