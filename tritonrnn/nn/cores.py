@@ -16,7 +16,9 @@ optimizer works on the unconstrained parameter; the state_dict holds `parametriz
 resets the unconstrained parameter so that its skew-symmetric generator is zero: DTRIV's change of base, to be called every K optimizer steps (its K
 hyper-parameter; K = ∞, never, is expRNN). Each forward materialises U once per layer and direction and
 the kernels read it as a plain matrix (wrap several forwards in torch.nn.utils.parametrize.cached() to
-share one materialisation).
+share one materialisation). Under torch.compile that materialisation is one opaque custom op per layer and
+direction (tritonrnn::orthogonal_weight_fwd/_bwd, issue #17) running the parametrization's own forward, so
+inductor does not compile the map's matrix_exp / solve / Householder product itself (17-38 s of the first call).
 Initialisation as DTRIV: weight_ih Kaiming-normal (relu gain), b uniform in ±0.01, U Haar-random orthogonal
 (torch.nn.init.orthogonal_; DTRIV's Henaff/Cayley initialisations of the skew-symmetric base are not built).
 
@@ -51,7 +53,8 @@ import numbers
 import torch
 from torch.nn.utils import parametrizations, parametrize
 
-from ..functional.layers import indrnn_layer
+from ..functional.layers import _autograd_inside_op, indrnn_layer
+from ..functional.steploop import NOTHING
 from .modules import _RNNBase
 
 __all__ = ["OrthogonalRNN", "MomentumOrthogonalRNN", "SROrthogonalRNN", "AdamOrthogonalRNN", "RMSPropOrthogonalRNN",
@@ -63,6 +66,77 @@ ORTHOGONAL_MAPS = ("matrix_exp", "cayley", "householder")
 def _no_nonlinearity(module, hyper, fixed):
     if "nonlinearity" in hyper:
         raise ValueError(f"nonlinearity is fixed ({fixed}) for {type(module).__name__}, got {hyper['nonlinearity']!r}")
+
+
+# ----------------------------------------------------------------------------- the orthogonal weight, one op
+# Under torch.compile U = base · map(original) is one opaque op per layer and direction (issue #17): traced as
+# ordinary ops, inductor compiles matrix_exp (a Padé / squaring graph), the Cayley solve or the Householder
+# product and their backward, 17-38 s of the first call at every T. The op runs torch's own parametrization
+# module (parametrizations._Orthogonal, rebuilt from the map's name and the base it is given) on the detached
+# inputs, so the compiled U is eager's bitwise; the backward op recomputes U with autograd on and differentiates
+# it (torch.autograd.grad), so the gradients are eager's too. Eager forwards do not use it.
+_ORTHOGONAL_GRAD_INPUTS = 2  # original, base
+
+
+def _orthogonal(original, base, orthogonal_map):
+    """torch's orthogonal parametrization of `original` (base · map(original); no base: map(original))."""
+    p = parametrizations._Orthogonal(original, parametrizations._OrthMaps[orthogonal_map],
+                                     use_trivialization=base is not None)
+    if base is not None:
+        p.base = base
+    return p(original)
+
+
+@torch.library.custom_op("tritonrnn::orthogonal_weight_fwd", mutates_args=(),
+                         schema="(Tensor original, Tensor? base, str orthogonal_map) -> Tensor")
+def _orthogonal_fwd_op(original, base, orthogonal_map):
+    with torch.no_grad():
+        return _orthogonal(original.detach(), None if base is None else base.detach(), orthogonal_map).contiguous()
+
+
+@_orthogonal_fwd_op.register_fake
+def _(original, base, orthogonal_map):
+    return torch.empty_like(original, memory_format=torch.contiguous_format)  # U has the parameter's shape
+
+
+@torch.library.custom_op("tritonrnn::orthogonal_weight_bwd", mutates_args=(),
+                         schema="(Tensor dU, Tensor original, Tensor? base, str orthogonal_map, bool[] needs) "
+                                "-> (Tensor, Tensor)")
+def _orthogonal_bwd_op(dU, original, base, orthogonal_map, needs):
+    inputs = [None if t is None else t.detach().requires_grad_(need) for t, need in zip((original, base), needs)]
+    with _autograd_inside_op(), torch.enable_grad():  # the eager forward, recorded, then autograd's backward
+        U = _orthogonal(*inputs, orthogonal_map)
+        wrt = [t for t in inputs if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad(U, wrt, dU, allow_unused=True) if wrt else ())
+        out = []
+        for t in inputs:
+            g = next(grads) if t is not None and t.requires_grad else None
+            out.append(dU.new_empty(NOTHING) if t is None or not t.requires_grad else
+                       torch.zeros_like(t, memory_format=torch.contiguous_format) if g is None else g.contiguous())
+        return tuple(out)
+
+
+@_orthogonal_bwd_op.register_fake
+def _(dU, original, base, orthogonal_map, needs):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) if t is not None and need else
+                 dU.new_empty(NOTHING) for t, need in zip((original, base), needs))
+
+
+def _orthogonal_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.orthogonal_map = inputs[2]
+
+
+def _orthogonal_backward(ctx, dU):
+    if torch.is_grad_enabled():
+        raise RuntimeError("tritonrnn's compiled orthogonal weight: double backward is not supported (its backward "
+                           "op is not itself differentiable); run the module eagerly for higher-order gradients")
+    needs = [bool(f) for f in ctx.needs_input_grad[:_ORTHOGONAL_GRAD_INPUTS]]
+    grads = _orthogonal_bwd_op(dU, *ctx.saved_tensors, ctx.orthogonal_map, needs)
+    return tuple(g if need else None for g, need in zip(grads, needs)) + (None,)
+
+
+_orthogonal_fwd_op.register_autograd(_orthogonal_backward, setup_context=_orthogonal_setup)
 
 
 class _OrthogonalRNNBase(_RNNBase):
@@ -84,6 +158,16 @@ class _OrthogonalRNNBase(_RNNBase):
 
     def _recurrent_names(self):
         return [n for n in self._flat_weights_names if n.startswith("weight_hh")]
+
+    def _recurrent_weight(self, key):
+        """U; under torch.compile through the orthogonal-weight op (above) when the parametrization is still the
+        one this module registered (a user's extra parametrization, or parametrize.cached(), traces as eager)."""
+        name = f"weight_hh_{key}"
+        plist = self.parametrizations[name]
+        if (torch.compiler.is_compiling() and not parametrize._cache_enabled and len(plist) == 1
+                and isinstance(plist[0], parametrizations._Orthogonal)):
+            return _orthogonal_fwd_op(plist.original, getattr(plist[0], "base", None), plist[0].orthogonal_map.name)
+        return getattr(self, name)
 
     def _parameter_shapes(self, layer_in, gate_width, out_size):
         shapes = [("weight_ih", (gate_width, layer_in)), ("weight_hh", (gate_width, gate_width))]

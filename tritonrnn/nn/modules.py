@@ -134,11 +134,16 @@ class _RecurrentBase(torch.nn.Module):
 
     def _run_layer(self, seq, key, c0, common):
         """One layer and direction through tritonrnn.functional: (out [B, T, ·], h_T, c_T or None, state_T)."""
-        params = [getattr(self, f"{kind}_{key}", None) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        params = [getattr(self, f"weight_ih_{key}"), self._recurrent_weight(key), getattr(self, f"bias_ih_{key}", None),
+                  getattr(self, f"bias_hh_{key}", None)]
         if self._is_lstm:
             return lstm_layer(seq, *params, getattr(self, f"weight_hr_{key}", None), c0=c0, **common)
         out, h, st = rnn_layer(seq, *params, nonlinearity=self.nonlinearity, **common)
         return out, h, None, st
+
+    def _recurrent_weight(self, key):
+        """The recurrent weight one layer and direction's forward reads (the cores transform their parameter)."""
+        return getattr(self, f"weight_hh_{key}")
 
     def _between_layers(self, layer, layer_input, lengths):
         """What happens to a layer's output [T, B, ·] before the next layer reads it (training mode aware)."""
