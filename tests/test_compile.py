@@ -24,6 +24,7 @@ MODULES = ["LSTM", "MomentumLSTM", "SRLSTM", "AdamLSTM", "RMSPropLSTM", "Nestero
 KERNEL_OPS = ("tritonrnn.recurrence_fwd", "tritonrnn.indrnn_fwd")
 NATIVE_OP, STEP_LOOP_OP = "tritonrnn.native_layer_fwd", "tritonrnn.step_loop_fwd"
 TORCH_PATH_OPS = (NATIVE_OP, STEP_LOOP_OP)
+ORTHOGONAL_OP = "tritonrnn.orthogonal_weight_fwd"
 # the families whose eager torch path is the native oneDNN / cuDNN call (SPEC §1.4); compiled, they run it as
 # one op (layers.COMPILED_NATIVE), the others run the step-loop op
 NATIVE_FAMILIES = ("LSTM", "MomentumLSTM", "SRLSTM", "RNN", "MomentumRNN")
@@ -366,7 +367,56 @@ def test_graph_size_is_independent_of_T(name):
         torch.compile(model, backend=_recording("eager", seen), fullgraph=True)(torch.randn(T_, B, N_IN))
         sizes.append(len(seen))
         assert sum(s.startswith(TORCH_PATH_OPS) for s in seen) == 2, seen  # one per layer
+        # the orthogonal cores' U: one opaque op per layer as well, not the map's own ops
+        assert sum(s.startswith(ORTHOGONAL_OP) for s in seen) == (2 if "Orthogonal" in name else 0), seen
+        assert not any("matrix_exp" in s or "linalg" in s for s in seen), seen
     assert sizes[0] == sizes[1], sizes
+
+
+@pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "cayley", "householder"])
+def test_orthogonal_weight_op_equals_eager(orthogonal_map):
+    """The orthogonal cores' U under compile is the orthogonal-weight op (one per layer and direction), which runs
+    torch's own parametrization: outputs and every gradient bitwise eager's, also after DTRIV's change of base
+    (rebase_ gives the op a new base) and a changed unconstrained parameter."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = tnn.MomentumOrthogonalRNN(N_IN, H, num_layers=2, bidirectional=True, backend="torch",
+                                      orthogonal_map=orthogonal_map)
+    keys = list(model.state_dict())
+    seen = []
+    compiled = torch.compile(model, backend=_recording("aot_eager", seen), fullgraph=True)
+    for call in range(2):
+        x = torch.randn(T, B, N_IN, requires_grad=True)
+        got_out, got_grads = _run(compiled, x)
+        want_out, want_grads = _run(model, x)
+        for got, want in zip(got_out + got_grads, want_out + want_grads):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)  # the same ops on the same tensors
+        with torch.no_grad():  # a trained U, then DTRIV's change of base: the second call sees both
+            for p in model.parameters():
+                p.add_(torch.randn_like(p), alpha=0.1)
+            model.rebase_()
+            for p in model.parameters():
+                p.add_(torch.randn_like(p), alpha=0.1)
+    # 2 layers x 2 directions, compiled once; householder twice: torch's right_inverse stores that map's new base
+    # column-major (LAPACK's Q) and dynamo guards on a buffer's strides (as it did before this op existed)
+    compiles = 2 if orthogonal_map == "householder" else 1
+    assert sum(s.startswith(ORTHOGONAL_OP) for s in seen) == 4 * compiles, seen
+    assert not any("matrix_exp" in s or "linalg" in s for s in seen), seen
+    assert list(model.state_dict()) == keys  # the parametrization's parameters and buffers as they were
+
+
+def test_orthogonal_weight_op_passes_opcheck():
+    """Schema, fake tensor, autograd registration and AOT dispatch of the orthogonal-weight op, every map, with
+    and without a base (use_trivialization=False)."""
+    from tritonrnn.nn.cores import _orthogonal_fwd_op
+
+    g = torch.Generator().manual_seed(4)
+    base = torch.linalg.qr(torch.randn(H, H, generator=g))[0]
+    for orthogonal_map in ("matrix_exp", "cayley", "householder"):
+        for b in (base, None):
+            original = torch.randn(H, H, generator=g).requires_grad_()
+            result = torch.library.opcheck(_orthogonal_fwd_op, (original, b, orthogonal_map))
+            assert all(v == "SUCCESS" for v in result.values()), (orthogonal_map, b is None, result)
 
 
 @pytest.mark.parametrize("name", ["AdamLSTM", "MomentumLSTM", "SRLSTM"])
