@@ -115,12 +115,16 @@ class Section:
 
 
 # ------------------------------------------------------------------------------------------ tests
+# pytest in one process whatever pyproject's addopts say (it asks for 2 pytest-xdist workers, for the CPU suite):
+# the GPU box installs the checkout with --no-deps and has no pytest-xdist, whose -n would be an unknown option.
+SERIAL_PYTEST = ("-o", "addopts=--strict-markers")
+
 def section_tests(out_dir, budget_s, dry_run):
     """The prioritised GPU test subset under a time limit; the test ids that did not run are listed."""
     root = os.getcwd()
     paths = [p for p in PRIORITY if os.path.exists(os.path.join(root, p.split("::")[0]))]
     # The dry run collects one file (collecting them all imports every test module: ~30 s on a loaded CI CPU)
-    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *(paths[5:6] if dry_run else paths)]
+    base = [sys.executable, "-m", "pytest", *SERIAL_PYTEST, "-p", "no:cacheprovider", *(paths[5:6] if dry_run else paths)]
     collected = subprocess.run(base + ["-q", "--collect-only"], capture_output=True, text=True,
                                timeout=max(budget_s, 30))
     ids = [line.strip() for line in collected.stdout.splitlines() if "::" in line]
