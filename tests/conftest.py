@@ -4,8 +4,11 @@ TRITON_INTERPRET must be set before any kernel module is imported (triton.jit re
 defined), hence at the very top of conftest. TRITON_F32_DEFAULT=ieee keeps fp32 dots exact for parity.
 """
 import os
+import random
 import sys
+import zlib
 
+import numpy
 import torch
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITONRNN_TEST_DEVICE", "cuda") == "cuda"
@@ -40,6 +43,18 @@ def machine_threads():
     torch.set_num_threads(MACHINE_THREADS)
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_generators(request):
+    """Each test starts from global generators seeded by its own id, so its draws do not depend on which tests
+    ran before it in the same process: pytest-xdist hands tests to its two workers in an order that varies from
+    run to run, and a test that draws from torch's (or random's, numpy's) global generator without seeding it
+    would otherwise see a different input on every run, and could pass on one machine and fail on the next."""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    torch.manual_seed(seed)
+    random.seed(seed)
+    numpy.random.seed(seed)
 
 
 @pytest.fixture(scope="session")
