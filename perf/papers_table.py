@@ -29,7 +29,8 @@ from torch import nn
 
 from tritonrnn.testing import saved_for_backward_bytes
 
-from .results_io import OUT_DIR, OUT_DIR_HELP, append_rows, environment, pyplot, result_path, save_figure
+from .results_io import (OUT_DIR, OUT_DIR_HELP, add_threads_option, append_rows, apply_threads_option, environment,
+                         pyplot, result_path, save_figure)
 from .timing import measure
 
 # (module class name, reference core, reference dynamics)
@@ -400,15 +401,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=PAPER_SHAPE["batch"])
     parser.add_argument("--seq-len", type=int, default=PAPER_SHAPE["seq_len"])
     parser.add_argument("--hidden-size", type=int, default=PAPER_SHAPE["hidden_size"])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU: torch.set_num_threads(N) first (the device name in the files records it); on a "
-                             "shared, oversubscribed machine 1 thread avoids OpenMP barrier stalls")
+    add_threads_option(parser)
     parser.add_argument("--out-dir", default=OUT_DIR, help=OUT_DIR_HELP)
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads_option(parser, args)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:

@@ -25,6 +25,19 @@ FIELDS = ["timestamp", "commit", "device", "torch", "triton", "suite", "model", 
           "first_call_ms", "peak_mem_mb", "saved_mb", "note"]
 
 
+def add_threads_option(parser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU: torch.set_num_threads(N) first (the device name in the files records it); on a "
+                             "shared, oversubscribed machine 1 thread avoids OpenMP barrier stalls")
+
+
+def apply_threads_option(parser, args) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -13,7 +13,8 @@ import sys
 import torch
 
 from .papers_table import PAPER_SHAPE, default_providers, measure_pair
-from .results_io import OUT_DIR, OUT_DIR_HELP, append_rows, environment, pyplot, result_path, save_figure
+from .results_io import (OUT_DIR, OUT_DIR_HELP, add_threads_option, append_rows, apply_threads_option, environment,
+                         pyplot, result_path, save_figure)
 
 FULL = {"seq_len": [64, 256, 784, 2048, 8192], "batch": [1, 8, 32, 128, 512], "hidden_size": [64, 128, 256, 512, 1024]}
 QUICK = {"seq_len": [64, 256, 784], "batch": [1, 16, 128], "hidden_size": [64, 128, 256]}
@@ -70,8 +71,10 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="the full grid (default on GPU)")
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
+    add_threads_option(parser)
     parser.add_argument("--out-dir", default=OUT_DIR, help=OUT_DIR_HELP)
     args = parser.parse_args(argv)
+    apply_threads_option(parser, args)
     on_gpu = torch.device(args.device).type == "cuda"
     full = args.full or on_gpu
     grid, base = (FULL, {}) if full else (QUICK, QUICK_BASE)

@@ -110,3 +110,25 @@ def test_absent_initial_states_are_zeros(core, dynamics):
     pairs = zip(got + list(torch.autograd.grad(got, leaves, cot)), want + list(torch.autograd.grad(want, leaves, cot)))
     for a, b in pairs:
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("core,dynamics", [("lstm", "adam"), ("lstm", "nesterov"), ("lstm", "momentum"),
+                                           ("rnn_modrelu", "rmsprop"), ("indrnn", "restart"), ("rnn_tanh", "plain")])
+def test_sub_chunk_length_changes_no_bit(core, dynamics, monkeypatch):
+    """The sub-chunk length K (steps per whole-span op, from B·G·H) only groups elementwise work: every element
+    sees the same ops in the same order, so K = 1, 2, 4 and CHUNK give bitwise the same outputs and gradients.
+    The small shapes of the property test above always take K = CHUNK; this covers the spans that larger
+    batches take (T = 2·CHUNK + 3: spans and checkpoint chunks not multiples of each other, a short last span)."""
+    T, B, H, G = 2 * steploop.CHUNK + 3, 2, 3, (4 if core == "lstm" else 1)
+    x, params, init, state = _problem(core, dynamics, T, B, 2, H, True, True, 0)
+    leaves = [t for t in (x, *params.values(), *init.values(), *state.values()) if t is not None]
+    runs = []
+    for K in (1, 2, 4, steploop.CHUNK):
+        monkeypatch.setattr(steploop, "SUB_ELEMS", K * B * G * H)
+        assert steploop._sub_len(B, G * H) == K
+        got = _results(core, dynamics, x, params, init, state, "op")
+        cot = [torch.full_like(r, 0.5) + torch.arange(r.numel(), dtype=r.dtype).view(r.shape) / r.numel() for r in got]
+        runs.append(got + list(torch.autograd.grad(got, leaves, cot)))
+    for other in runs[:-1]:
+        for a, b in zip(other, runs[-1]):
+            assert torch.equal(a, b)
