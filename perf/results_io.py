@@ -25,10 +25,18 @@ FIELDS = ["timestamp", "commit", "device", "torch", "triton", "suite", "model", 
           "first_call_ms", "peak_mem_mb", "saved_mb", "note"]
 
 
+FLUSH_DENORMAL = []   # [True] once --flush-denormal is applied: the device name records it
+
+
 def add_threads_option(parser) -> None:
+    """--threads and --flush-denormal, the CPU settings a timing depends on."""
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU: torch.set_num_threads(N) first (the device name in the files records it); on a "
                              "shared, oversubscribed machine 1 thread avoids OpenMP barrier stalls")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="CPU: torch.set_flush_denormal(True) for every provider (the device name records it as ftz): "
+                             "gradients that vanish through time fall below fp32's normal range, and x86 arithmetic "
+                             "on subnormals is ~100x slower, which can dominate a long-T training row")
 
 
 def apply_threads_option(parser, args) -> None:
@@ -36,12 +44,18 @@ def apply_threads_option(parser, args) -> None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if getattr(args, "flush_denormal", False):
+        if not torch.set_flush_denormal(True):
+            parser.error("--flush-denormal: this CPU does not support flushing denormals")
+        FLUSH_DENORMAL.append(True)
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    flush = ", ftz" if FLUSH_DENORMAL else ""   # flush-to-zero: --flush-denormal
+    return (f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} "
+            f"threads{flush})")
 
 
 def commit() -> str:

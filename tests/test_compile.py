@@ -213,11 +213,20 @@ def _op_cases(device, opcheck=False):
                    *native[0][1][11:20])))
     from tritonrnn.functional import steploop
 
-    # the step-loop path's input GEMM (issue #17): with and without b_ih; its backward
-    cases += [("input_drive", steploop._input_drive_op, (x_tm, w_ih4, b)),
-              ("input_drive no bias", steploop._input_drive_op, (x_tm, w_ih1, None)),
-              ("input_drive_bwd", steploop._input_drive_bwd_op,
-               (rand(T, B, 4 * H, grad=False), x_tm.detach(), w_ih4.detach(), [True, True, True]))]
+    # the step-loop op (issues #16, #17): Adam LSTM with W_ih, b_ih and carried states; the single-gate modReLU
+    # core on a given drive (w_ih None, as the functional recurrences call it); and the backward op
+    adam = (x_tm, w_ih4, b, w, b.detach().requires_grad_(), h0, c0, n0, n0.detach().abs(), None, "lstm", "adam",
+            0.6, 0.6, 0.1, 1e-8, 0, 2, True)
+    cases += [("step_loop_fwd adam lstm", steploop._step_loop_fwd_op, adam),
+              ("step_loop_fwd modrelu drive", steploop._step_loop_fwd_op,
+               (rand(T, B, H), None, None, w[:H].detach().requires_grad_(), b[:H].detach().requires_grad_(), h0,
+                None, None, None, None, "rnn_modrelu", "plain", 0.0, 0.0, 0.0, 0.0, 0, 0, True))]
+    with torch.no_grad():
+        outs = steploop._step_loop_fwd_op(*adam)
+    cot = tuple(rand(*o.shape, grad=False) for o in outs[:6])
+    cases.append(("step_loop_bwd adam lstm", steploop._step_loop_bwd_op,
+                  (*cot, *(t.detach() if isinstance(t, torch.Tensor) else t for t in adam[:10]), outs[0], *outs[6:],
+                   *adam[10:18])))
     from tritonrnn.kernels import indrnn
 
     w_ind = rand(H).detach().uniform_(-1.0, 1.0).requires_grad_()

@@ -695,32 +695,31 @@ def _segments(run, inputs, carry, lengths):
 # ------------------------------------------------------------------------------------------ torch, fused
 def _fused(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset, lengths):
     """The torch path of the families without a native form (Adam, RMSProp, Nesterov, the orthogonal and
-    IndRNN cores; SPEC §1.4 does not apply) and of the step-loop op under torch.compile: u = x W_ihᵀ + b_ih as
-    one GEMM over all steps (steploop.input_drive; dW_ih, db_ih and dx are single GEMMs too), then per time
-    segment the recurrence with its input dynamics as one op with a hand-written backward (steploop). It
-    computes every family, which tests/nn/test_layers.py uses. proj_size > 0 takes _projected_loop."""
+    IndRNN cores; SPEC §1.4 does not apply) and of the step-loop op under torch.compile: per time segment the
+    layer as one op with a hand-written backward (steploop: the input GEMM, the input dynamics and the
+    recurrence, span by span). It computes every family, which tests/nn/test_layers.py uses. proj_size > 0
+    takes _projected_loop."""
     B = x.shape[1]
     if w_hr is not None:
         h0, c0 = _zero_states(core, h0, c0, B, w_hr.shape[0], w_hr.shape[1], x.dtype, x.device)
         return _projected_loop(core, x, w_ih, w_hh, b_ih, b_hh, w_hr, dynamics, hyper, h0, c0, state, step_offset,
                                lengths)
     sdt = torch.promote_types(x.dtype, torch.float32)
-    u = _steploop.input_drive(x, w_ih, b_ih)  # [T, B, G·H] time-major, contiguous, in sdt
     names = STATE_NAMES[dynamics]
     # None (zeros inside the op) only without lengths, as _layer passes them: _segments indexes the carry
     carry = {"h": None if h0 is None else h0.to(sdt), "c": None if c0 is None else c0.to(sdt)}
     for n in names:
         carry[n] = (state.get(n) if n in state or lengths is None else
-                    torch.zeros(u.shape[1:], dtype=sdt, device=x.device))
+                    torch.zeros(B, w_ih.shape[0], dtype=sdt, device=x.device))
     carry = {k: v for k, v in carry.items() if v is not None}
 
-    def segment(u_seg, carry, t0):
+    def segment(x_seg, carry, t0):
         out, h, c, final = _steploop.step_loop(
-            u_seg, w_hh, b_hh, carry.get("h"), carry.get("c"), carry.get("v"), carry.get("m"), carry.get("a"),
-            core=core, dynamics=dynamics, **hyper, step_offset=step_offset + t0)
+            x_seg, w_ih, b_ih, w_hh, b_hh, carry.get("h"), carry.get("c"), carry.get("v"), carry.get("m"),
+            carry.get("a"), core=core, dynamics=dynamics, **hyper, step_offset=step_offset + t0)
         return out.to(x.dtype), {"h": h, **({"c": c} if c is not None else {}), **final}
 
-    out, carry = _segments(segment, u, carry, lengths)
+    out, carry = _segments(segment, x, carry, lengths)
     c = carry.get("c")
     return out, carry["h"].to(x.dtype), None if c is None else c.to(x.dtype), {n: carry[n] for n in names}
 

@@ -160,7 +160,7 @@ def _step_loop(a, weight_hh, bias_hh, h0, c0, carried0, *, core, dynamics, mu=No
     c0 = (_initial(c0, a, H, dtype) if c0 is None else c0) if core == "lstm" else None
     carried = {"momentum": "v", "nesterov": "a"}.get(dynamics)
     out, h_T, c_T, final = _steploop.step_loop(
-        a.transpose(0, 1), weight_hh, bias_hh, h0, c0, carried0 if carried == "v" else None, None,
+        a.transpose(0, 1), None, None, weight_hh, bias_hh, h0, c0, carried0 if carried == "v" else None, None,
         carried0 if carried == "a" else None, core=core, dynamics=dynamics, mu=mu, s=s, restart=restart,
         step_offset=step_offset)
     h = out.to(a.dtype).transpose(0, 1)
